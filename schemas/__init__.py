@@ -1,0 +1,1 @@
+"""Event contracts (``schemas.events``) and the topic registry (``schemas.topics``)."""

@@ -1,0 +1,165 @@
+"""Versioned event contracts shared by every stage and every downstream consumer.
+
+Every event is one JSON object: the common envelope fields plus the fields of
+its type. ``event_type`` and ``schema_version`` say which contract a payload
+follows; a breaking change means a new model with a new version *and* a new
+topic (see ``schemas.topics``), never an in-place edit.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime, timezone
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
+
+
+def _from_base64(value):
+    # JSON carries bytes as base64 text; Python callers pass raw bytes.
+    return base64.b64decode(value, validate=True) if isinstance(value, str) else value
+
+
+Base64Bytes = Annotated[
+    bytes,
+    BeforeValidator(_from_base64),
+    PlainSerializer(lambda b: base64.b64encode(b).decode("ascii"), return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "contentEncoding": "base64"}),
+]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Envelope(BaseModel):
+    """Fields every event carries."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_type: str = Field(description="Which contract this payload follows.")
+    event_id: str = Field(default_factory=new_id, description="Unique id of this event (hex UUID or a deterministic id).")
+    schema_version: int = Field(description="Version of this event type's contract.")
+    camera_id: str = Field(min_length=1, description="Camera (sensor) the event derives from; the Kafka message key.")
+    source_ts: datetime = Field(description="Wall-clock time at which the source captured the frame (UTC).")
+    trace_id: str = Field(description="Id shared by every event derived from one frame, for tracing across stages.")
+    produced_at: datetime = Field(default_factory=utc_now, description="When the producing stage emitted this event (UTC).")
+    run_id: str | None = Field(default=None, description="Replay run id; None for live processing. Replayed events never mix with live ones.")
+
+
+
+class Box(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    @property
+    def width(self) -> float:
+        return self.x2 - self.x1
+
+    @property
+    def height(self) -> float:
+        return self.y2 - self.y1
+
+
+class FrameEvent(Envelope):
+    """A decoded, sampled frame. The image travels inline as JPEG or by reference (claim-check) in S3."""
+
+    event_type: Literal["frame"] = "frame"
+    schema_version: Literal[1] = 1
+
+    frame_index: int = Field(ge=0, description="Index of this frame among the frames the source decoded.")
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    image_jpeg: Base64Bytes | None = Field(default=None, description="JPEG bytes of the frame when sent inline.")
+    image_key: str | None = Field(default=None, description="S3 key (in the frames bucket) of the JPEG when sent by reference.")
+
+
+class FaceEvent(Envelope):
+    """One detected face, aligned and cropped for the embedder."""
+
+    event_type: Literal["face"] = "face"
+    schema_version: Literal[1] = 1
+
+    frame_event_id: str = Field(description="event_id of the FrameEvent the face was found in.")
+    face_index: int = Field(ge=0, description="Index of the face within its frame.")
+    box: Box = Field(description="Face box in frame pixels.")
+    landmarks: list[tuple[float, float]] = Field(description="Five landmarks (eyes, nose, mouth corners) in frame pixels.")
+    det_prob: float = Field(ge=0, le=1, description="Detector's face probability.")
+    crop_jpeg: Base64Bytes = Field(description="Aligned RGB crop (embedder input size) as JPEG.")
+    crop_key: str = Field(description="S3 key of the crop (evidence bucket, transient prefix).")
+    snapshot_key: str = Field(description="S3 key of the whole frame (evidence bucket, transient prefix).")
+    frame_width: int = Field(gt=0)
+    frame_height: int = Field(gt=0)
+
+
+class EmbeddingEvent(Envelope):
+    """A face embedding: L2-normalised 512-d FaceNet vector plus the face it came from."""
+
+    event_type: Literal["embedding"] = "embedding"
+    schema_version: Literal[1] = 1
+
+    face_event_id: str
+    frame_event_id: str
+    face_index: int = Field(ge=0)
+    box: Box
+    det_prob: float = Field(ge=0, le=1)
+    crop_key: str
+    snapshot_key: str
+    model: str = Field(description="Embedding model id (weights name and hash prefix).")
+    embedding: list[float] = Field(min_length=512, max_length=512, description="L2-normalised vector.")
+
+
+class AlertEvent(Envelope):
+    """A watch-listed person was seen. Downstream systems consume these."""
+
+    event_type: Literal["alert"] = "alert"
+    schema_version: Literal[1] = 1
+
+    alert_id: str = Field(description="Deterministic id: the same sighting always gives the same id, so consumers can deduplicate.")
+    person_id: str
+    score: float = Field(description="Cosine similarity between the face and the person's closest enrolled template.")
+    threshold: float = Field(description="Decision threshold in force when the alert was raised.")
+    face_event_id: str
+    box: Box
+    snapshot_key: str = Field(description="S3 key of the frame (evidence bucket, alerts prefix).")
+    crop_key: str = Field(description="S3 key of the face crop (evidence bucket, alerts prefix).")
+    model: str
+
+
+class AuditEvent(Envelope):
+    """Accountability record: who did what to the watchlist or its data, and why."""
+
+    event_type: Literal["audit"] = "audit"
+    schema_version: Literal[1] = 1
+
+    actor: str = Field(min_length=1, description="Operator or service that acted.")
+    action: Literal["enroll", "enroll_refused", "remove", "search", "view", "retention_delete"]
+    subject: str = Field(description="Person id (or object key) acted upon.")
+    reason: str = Field(min_length=1, description="Why; required for every action on a person.")
+    details: dict = Field(default_factory=dict)
+
+
+class DeadLetterEvent(Envelope):
+    """A message a stage could not process, kept with the reason so nothing accepted is lost."""
+
+    event_type: Literal["deadletter"] = "deadletter"
+    schema_version: Literal[1] = 1
+
+    stage: str
+    source_topic: str
+    source_partition: int | None = None
+    source_offset: int | None = None
+    error: str
+    payload: Base64Bytes = Field(description="The original message value, unchanged.")
+
+
+EVENT_TYPES: tuple[type[Envelope], ...] = (FrameEvent, FaceEvent, EmbeddingEvent, AlertEvent, AuditEvent, DeadLetterEvent)
