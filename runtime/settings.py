@@ -73,7 +73,14 @@ class ModelSettings(BaseModel):
     torch_threads: int | None = Field(None, description="torch.set_num_threads; None leaves torch's default.")
 
 
+class CameraSettings(BaseModel):
+    id: str = Field(min_length=1, description="Camera id: the key of every event derived from it.")
+    url: str = Field(description="File path, rtsp://, http(s):// URL.")
+    target_fps: float | None = Field(None, gt=0, description="Overrides ingest.target_fps for this camera.")
+
+
 class IngestSettings(BaseModel):
+    cameras: list[CameraSettings] = Field(default_factory=list, description="Sources this ingest process reads.")
     target_fps: float = Field(5.0, gt=0, description="Frames per second to sample from each source.")
     jpeg_quality: int = Field(90, ge=10, le=100, description="JPEG quality of published frames.")
     max_width: int | None = Field(1280, description="Downscale frames wider than this before publishing (None keeps size).")

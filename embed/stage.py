@@ -1,0 +1,56 @@
+"""The embed stage: faces in, one L2-normalised 512-d EmbeddingEvent per face out."""
+
+from __future__ import annotations
+
+from embed.model import FaceEmbedder
+from runtime.device import device_from_settings
+from runtime.imaging import decode_jpeg
+from runtime.stream import BadEvent, StreamProcessor
+from schemas.events import EmbeddingEvent, FaceEvent
+from schemas.topics import EMBEDDINGS, FACES
+
+
+class EmbedProcessor(StreamProcessor):
+    name = "embed"
+    source = FACES
+    outputs = (EMBEDDINGS,)
+
+    @property
+    def batch_size(self) -> int:
+        return self.settings.embed.batch_size
+
+    @property
+    def batch_wait_s(self) -> float:
+        return self.settings.embed.batch_wait_s
+
+    def start(self) -> None:
+        models = self.settings.models
+        self.embedder = FaceEmbedder(models.weights_dir, device_from_settings(models))
+
+    def process(self, faces: list[FaceEvent]) -> list[tuple]:
+        crops = []
+        for face in faces:
+            try:
+                crops.append(decode_jpeg(face.crop_jpeg))
+            except Exception as exc:  # noqa: BLE001
+                raise BadEvent(f"face {face.event_id}: undecodable crop ({exc})") from exc
+        vectors = self.embedder.embed(crops)
+        return [
+            (EMBEDDINGS, EmbeddingEvent(
+                event_id=f"{face.event_id}-e",
+                camera_id=face.camera_id,
+                source_ts=face.source_ts,
+                trace_id=face.trace_id,
+                run_id=face.run_id,
+                face_event_id=face.event_id,
+                frame_event_id=face.frame_event_id,
+                face_index=face.face_index,
+                box=face.box,
+                det_prob=face.det_prob,
+                crop_key=face.crop_key,
+                snapshot_key=face.snapshot_key,
+                model=self.embedder.model_id,
+                embedding=vector.tolist(),
+            ))
+            for face, vector in zip(faces, vectors)
+        ]

@@ -1,0 +1,232 @@
+"""Thin wrappers over kafka-python: topic admin, an idempotent event producer, and a plain event reader.
+
+kafka-python serves the plain clients (ingest's producer, topic admin, the
+alerts follower, replay tools and tests). The stream stages consume through
+faust-streaming instead (see ``runtime.stream``). Only this module and
+``runtime.stream`` import Kafka clients.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import ValidationError
+
+from runtime.settings import KafkaSettings
+from schemas.events import Envelope
+from schemas.topics import ALL_TOPICS, TopicSpec
+
+with warnings.catch_warnings():  # kafka-python 3 warns on import
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(RuntimeError):
+    """The Kafka cluster could not be reached in time."""
+
+
+def client_config(settings: KafkaSettings) -> dict:
+    config = {"bootstrap_servers": settings.bootstrap.split(","), "security_protocol": settings.security_protocol}
+    if settings.sasl_mechanism:
+        config.update(
+            sasl_mechanism=settings.sasl_mechanism,
+            sasl_plain_username=settings.sasl_username,
+            sasl_plain_password=settings.sasl_password,
+        )
+    return config
+
+
+def ensure_topics(settings: KafkaSettings, specs: Iterable[TopicSpec] = ALL_TOPICS, *, timeout_s: float = 60) -> list[str]:
+    """Create the registry's topics that do not exist yet; returns the names created.
+
+    Retries until the broker answers (a stage may start before the broker),
+    then raises ``BrokerUnavailable`` naming the bootstrap servers.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin = KafkaAdminClient(**client_config(settings), request_timeout_ms=10_000)
+            break
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise BrokerUnavailable(f"Kafka at {settings.bootstrap} unreachable: {exc!r}") from exc
+            log.warning("waiting for Kafka at %s: %r", settings.bootstrap, exc)
+            time.sleep(1)
+    try:
+        existing = set(admin.list_topics())
+        missing = [
+            NewTopic(
+                name=spec.name,
+                num_partitions=settings.partitions or spec.partitions,
+                replication_factor=settings.replication_factor,
+                topic_configs=spec.configs,
+            )
+            for spec in specs
+            if spec.name not in existing
+        ]
+        created = []
+        for topic in missing:  # one at a time: a concurrent creator must not fail the others
+            try:
+                admin.create_topics([topic])
+                created.append(topic.name)
+            except TopicAlreadyExistsError:
+                pass
+        if created:
+            log.info("created topics %s", created)
+        return created
+    finally:
+        admin.close()
+
+
+class EventProducer:
+    """Idempotent producer of registry events, keyed by camera id (one camera's events stay in order)."""
+
+    def __init__(self, settings: KafkaSettings, *, client_id: str = "vigil", **overrides):
+        options = dict(
+            client_id=client_id,
+            acks="all",
+            enable_idempotence=True,
+            compression_type=None if settings.compression == "none" else settings.compression,
+            linger_ms=5,
+            max_request_size=8 * 1024 * 1024,
+        )
+        options.update(overrides)
+        try:
+            self._producer = KafkaProducer(**client_config(settings), **options)
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"Kafka at {settings.bootstrap} unreachable: {exc!r}") from exc
+
+    def send(self, spec: TopicSpec, event: Envelope):
+        if not isinstance(event, spec.event):
+            raise TypeError(f"{spec.name} carries {spec.event.__name__}, not {type(event).__name__}")
+        key = getattr(event, spec.key).encode()
+        return self._producer.send(spec.name, key=key, value=spec.encode(event))
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        self._producer.flush(timeout=timeout_s)
+
+    def close(self, timeout_s: float = 30) -> None:
+        self._producer.close(timeout=timeout_s)
+
+
+@dataclass(frozen=True)
+class ReadEvent:
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    event: Envelope | None
+    error: str | None
+    raw: bytes
+
+
+class EventReader:
+    """Reads registry events from one topic: from the earliest offset, or from a point in time.
+
+    Without a ``group_id`` it reads every partition by assignment (no consumer
+    group, no commits): the shape a replay tool or a test wants. With one, it
+    joins the group and commits, as a downstream service would.
+    """
+
+    def __init__(self, settings: KafkaSettings, spec: TopicSpec, *, group_id: str | None = None, since: datetime | None = None):
+        self.spec = spec
+        options = dict(
+            group_id=group_id,
+            enable_auto_commit=group_id is not None,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(settings.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(settings.heartbeat_interval_s * 1000),
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+        self._consumer = KafkaConsumer(**client_config(settings), **options)
+        if group_id is None:
+            partitions = self._wait_for_partitions()
+            self._consumer.assign(partitions)
+            self._seek(partitions, since)
+        else:
+            self._consumer.subscribe([spec.name])
+
+    def _wait_for_partitions(self, timeout_s: float = 30) -> list[TopicPartition]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            ids = self._consumer.partitions_for_topic(self.spec.name)
+            if ids:
+                return [TopicPartition(self.spec.name, p) for p in sorted(ids)]
+            time.sleep(0.2)
+        raise BrokerUnavailable(f"topic {self.spec.name} has no partitions (does it exist?)")
+
+    def _seek(self, partitions: list[TopicPartition], since: datetime | None) -> None:
+        self._consumer.seek_to_beginning(*partitions)
+        self._since_ms = int(since.timestamp() * 1000) if since else None
+        if since is None:
+            return
+        # Time lookups are not trusted on every broker: fall back to scanning from
+        # the start and filtering by timestamp (see ``read``).
+        try:
+            found = self._consumer.offsets_for_times({tp: self._since_ms for tp in partitions})
+            for tp, offset_ts in found.items():
+                if offset_ts is not None:
+                    self._consumer.seek(tp, offset_ts.offset)
+        except KafkaError as exc:
+            log.warning("offsets_for_times failed (%r); scanning from the earliest offset", exc)
+
+    def read(self, *, timeout_s: float = 1.0, max_records: int = 500) -> list[ReadEvent]:
+        out: list[ReadEvent] = []
+        batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        for records in batches.values():
+            for record in records:
+                if getattr(self, "_since_ms", None) and record.timestamp < self._since_ms:
+                    continue
+                try:
+                    event, error = self.spec.decode(record.value), None
+                except (ValidationError, ValueError) as exc:
+                    event, error = None, describe_error(exc)
+                out.append(ReadEvent(record.topic, record.partition, record.offset, record.timestamp, event, error, record.value))
+        return out
+
+    def follow(self, *, idle_timeout_s: float | None = None) -> Iterator[ReadEvent]:
+        """Yield events as they arrive; stop after ``idle_timeout_s`` without any (None: never)."""
+        idle_since = time.monotonic()
+        while True:
+            batch = self.read()
+            if batch:
+                idle_since = time.monotonic()
+                yield from batch
+            elif idle_timeout_s is not None and time.monotonic() - idle_since > idle_timeout_s:
+                return
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def send_raw(settings: KafkaSettings, topic: str, value: bytes, key: bytes | None = None) -> None:
+    """Produce arbitrary bytes (tools and tests that need a malformed message on a topic)."""
+    producer = KafkaProducer(**client_config(settings))
+    try:
+        producer.send(topic, key=key, value=value).get(timeout=30)
+    finally:
+        producer.close()
+
+
+def describe_error(exc: Exception) -> str:
+    """One line saying why a payload was refused (dead letters and logs)."""
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "payload"
+        return f"{exc.error_count()} validation error(s); first at {where}: {first.get('msg')}"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,240 @@
+"""The ``vigil`` command: the edge where stages, storage and the local stack meet."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+STAGES = ("ingest", "detect", "embed", "match")
+
+
+def _settings():
+    from runtime.settings import load_settings
+
+    return load_settings()
+
+
+def _home() -> Path:
+    from runtime.settings import vigil_home
+
+    return vigil_home()
+
+
+def cmd_up(args) -> int:
+    from vigil.stack import up
+
+    info = up(_home())
+    print(json.dumps(info, indent=2, default=str))
+    print(f"\nstack up; settings in {_home() / 'stack.yaml'} (read automatically from this folder, or export VIGIL_CONFIG=...)")
+    return 0
+
+
+def cmd_down(args) -> int:
+    from vigil.stack import down
+
+    down(_home())
+    print("stack down")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from vigil.stack import status
+
+    print(json.dumps(status(_home()), indent=2, default=str))
+    return 0
+
+
+def cmd_stage(args) -> int:
+    settings = _settings()
+    if args.name == "ingest":
+        from ingest.service import IngestService
+
+        service = IngestService(settings, run_id=os.environ.get("VIGIL_RUN_ID") or None)
+        reports = service.run()
+        report_path = os.environ.get("VIGIL_INGEST_REPORT")
+        if report_path:
+            Path(report_path).write_text(json.dumps({c: vars(r) for c, r in reports.items()}, indent=2))
+        return 0 if all(r.state == "ended" for r in reports.values()) else 3
+    from runtime.stream import StreamStage
+
+    if args.name == "detect":
+        from detect.stage import DetectProcessor as processor_type
+    elif args.name == "embed":
+        from embed.stage import EmbedProcessor as processor_type
+    else:
+        from match.stage import MatchProcessor as processor_type
+    StreamStage(processor_type(settings), settings).run()
+    return 0
+
+
+def cmd_enroll(args) -> int:
+    from vigil.enroll import Enroller, EnrollmentError, photos_by_person
+
+    if bool(args.dir) == bool(args.person):
+        print("give either PERSON_ID PHOTO... or --dir DIR", file=sys.stderr)
+        return 2
+    try:
+        people = photos_by_person(Path(args.dir)) if args.dir else {args.person: [Path(p) for p in args.photos]}
+    except EnrollmentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    enroller = Enroller(_settings())
+    refused_any, enrolled_any = False, False
+    try:
+        for person, photos in people.items():
+            result = enroller.enroll(person, photos, actor=args.by, reason=args.reason)
+            print(f"{person}: enrolled {len(result.enrolled)} photo(s)")
+            for photo, why in result.refused.items():
+                print(f"  refused {photo}: {why}", file=sys.stderr)
+            refused_any |= bool(result.refused)
+            enrolled_any |= bool(result.enrolled)
+    finally:
+        enroller.close()
+    return 0 if enrolled_any and not refused_any else (1 if enrolled_any else 2)
+
+
+def cmd_run(args) -> int:
+    from vigil.enroll import Enroller, photos_by_person
+    from vigil.run import PipelineRun, write_report
+
+    home = _home()
+    stack_ctx = None
+    if not args.no_stack:
+        from vigil.stack import running_stack
+
+        stack_ctx = running_stack(home)
+        stack_yaml = stack_ctx.__enter__()
+        os.environ["VIGIL_CONFIG"] = str(stack_yaml if isinstance(stack_yaml, (str, Path)) else home / "stack.yaml")
+    try:
+        settings = _settings()
+        if args.watchlist:
+            enroller = Enroller(settings)
+            try:
+                for person, photos in photos_by_person(Path(args.watchlist)).items():
+                    result = enroller.enroll(person, photos, actor=args.by, reason=args.reason)
+                    print(f"enrolled {person}: {len(result.enrolled)} photo(s)" + (f", refused {len(result.refused)}" if result.refused else ""))
+                    for photo, why in result.refused.items():
+                        print(f"  refused {photo}: {why}")
+            finally:
+                enroller.close()
+        run = PipelineRun(settings, args.sources, home=home)
+        summary = run.execute()
+        print(f"\nrun {summary.run_id} finished in {summary.wall_s:.1f}s")
+        print(f"  {'frames':<12}{int(summary.counts.get('frames', 0)):>8}")
+        for key in ("faces", "embeddings", "alerts", "dead_letters"):
+            print(f"  {key:<12}{int(summary.counts.get(key, 0)):>8}")
+        print("  fps per stage (events / busy second): " + ", ".join(f"{k} {v:.1f}" for k, v in summary.fps.items()))
+        for camera, errors in summary.camera_errors.items():
+            print(f"  camera {camera} failed: {errors[-1]}")
+        for alert in summary.alerts:
+            print(f"  alert: {alert.person_id} on {alert.camera_id} score {alert.score:.3f} crop s3://{settings.s3.evidence_bucket}/{alert.crop_key}")
+        if args.report:
+            path = write_report(summary, Path(args.report), settings=settings)
+            print(f"report: {path} and {path.with_suffix('.html')}")
+        return 0
+    finally:
+        if stack_ctx is not None:
+            stack_ctx.__exit__(None, None, None)
+
+
+def cmd_schemas(args) -> int:
+    from schemas.export import export_json_schemas
+
+    for path in export_json_schemas(Path(args.dir)):
+        print(path)
+    return 0
+
+
+def cmd_alerts(args) -> int:
+    from runtime.kafka import EventReader
+    from schemas.topics import ALERTS
+
+    since = None
+    if args.since:
+        since = datetime.fromisoformat(args.since)
+        since = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+    elif not args.from_beginning:
+        since = datetime.now(timezone.utc)
+    with EventReader(_settings().kafka, ALERTS, since=since) as reader:
+        try:
+            for read in reader.follow(idle_timeout_s=args.idle_exit):
+                if read.event is None:
+                    print(json.dumps({"error": read.error, "partition": read.partition, "offset": read.offset}), file=sys.stderr)
+                else:
+                    print(read.event.model_dump_json(), flush=True)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def cmd_config(args) -> int:
+    from runtime.settings import VigilSettings
+
+    settings = _settings()
+    if args.schema:
+        print(json.dumps(VigilSettings.model_json_schema(), indent=2))
+    else:
+        print(settings.model_dump_json(indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vigil", description="Find watch-listed faces in camera streams, with accountability built in.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("up", help="start the local stack (Kafka-protocol broker, S3 server, Milvus) on free loopback ports").set_defaults(fn=cmd_up)
+    sub.add_parser("down", help="stop the local stack").set_defaults(fn=cmd_down)
+    sub.add_parser("status", help="show the local stack's services").set_defaults(fn=cmd_status)
+
+    p = sub.add_parser("stage", help="run one stage as a service (what Kubernetes runs)")
+    p.add_argument("name", choices=STAGES)
+    p.set_defaults(fn=cmd_stage)
+
+    who = os.environ.get("VIGIL_OPERATOR") or getpass.getuser()
+    p = sub.add_parser("enroll", help="enroll a person's photos into the watchlist")
+    p.add_argument("person", nargs="?", help="person id")
+    p.add_argument("photos", nargs="*", help="photos of that person (exactly one face each)")
+    p.add_argument("--dir", help="folder with one sub-folder of photos per person")
+    p.add_argument("--reason", required=True, help="why this person is on the watchlist (recorded in the audit log)")
+    p.add_argument("--by", default=who, help="operator enrolling (default: $VIGIL_OPERATOR or the login name)")
+    p.set_defaults(fn=cmd_enroll)
+
+    p = sub.add_parser("run", help="run the whole pipeline on sources, every stage in its own process")
+    p.add_argument("sources", nargs="+", help="files or URLs; ID=URL names the camera")
+    p.add_argument("--watchlist", help="folder with one sub-folder of photos per person, enrolled first")
+    p.add_argument("--reason", default="vigil run watchlist", help="enrolment reason recorded in the audit log")
+    p.add_argument("--by", default=who, help="operator (audit log)")
+    p.add_argument("--report", help="write a JSON report here (and an HTML page beside it)")
+    p.add_argument("--no-stack", action="store_true", help="use the configured services instead of starting the local stack")
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("schemas", help="event contracts")
+    schema_sub = p.add_subparsers(dest="action", required=True)
+    e = schema_sub.add_parser("export", help="write one JSON Schema file per event type")
+    e.add_argument("dir")
+    e.set_defaults(fn=cmd_schemas)
+
+    p = sub.add_parser("alerts", help="follow the alerts topic as a downstream consumer would")
+    p.add_argument("--since", help="ISO time to start from (default: now)")
+    p.add_argument("--from-beginning", action="store_true", help="start from the earliest retained alert")
+    p.add_argument("--idle-exit", type=float, default=None, help="exit after this many seconds without alerts")
+    p.set_defaults(fn=cmd_alerts)
+
+    p = sub.add_parser("config", help="print the effective settings (or their JSON Schema)")
+    p.add_argument("--schema", action="store_true")
+    p.set_defaults(fn=cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""``vigil run``: the whole pipeline on a set of sources, every stage in its own process.
+
+The runner is an operator, not a stage: it starts the stage processes
+(``vigil stage NAME``), watches their Prometheus endpoints to show progress
+and to know when the pipeline has drained, follows the alerts topic as a
+downstream consumer would, and writes the report.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from runtime.kafka import EventReader, ensure_topics
+from runtime.settings import VigilSettings
+from schemas.events import AlertEvent
+from schemas.topics import ALERTS, EMBEDDINGS, FACES, FRAMES
+
+STREAM_STAGES = ("detect", "embed", "match")
+# Which topic each stage reads, to tell when the pipeline has drained.
+INPUTS = {"detect": FRAMES.name, "embed": FACES.name, "match": EMBEDDINGS.name}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class StageProcess:
+    name: str
+    port: int
+    process: subprocess.Popen
+    log_path: Path
+
+    def scrape(self) -> dict[str, float]:
+        """Sum of each metric sample by name and labels, e.g. ``vigil_events_in_total{topic=...}``."""
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2).read().decode()
+        except OSError:
+            return {}
+        values: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()) if k not in ("stage",))
+                values[f"{sample.name}{{{labels}}}"] = sample.value
+        return values
+
+    def ready(self) -> bool:
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2).status == 200
+        except OSError:
+            return False
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def metric(values: dict[str, float], name: str, **labels: str) -> float:
+    want = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    return sum(v for k, v in values.items() if k.startswith(name + "{") and (not want or want in k))
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    sources: list[str]
+    alerts: list[AlertEvent] = field(default_factory=list)
+    counts: dict[str, float] = field(default_factory=dict)
+    fps: dict[str, float] = field(default_factory=dict)
+    camera_errors: dict[str, list[str]] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+class PipelineRun:
+    def __init__(self, settings: VigilSettings, sources: list[str], *, home: Path, out=sys.stdout):
+        self.settings = settings
+        self.sources = sources
+        self.home = home
+        self.run_id = f"run-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        self.out = out
+        self.stages: dict[str, StageProcess] = {}
+
+    def _spawn(self, name: str, extra_env: dict[str, str] | None = None) -> StageProcess:
+        port = free_port()
+        log_dir = self.home / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"{self.run_id}-{name}.log"
+        env = dict(os.environ, VIGIL_STAGE__HEALTH_PORT=str(port), VIGIL_STAGE__LOG_FORMAT="json", **(extra_env or {}))
+        with open(log_path, "wb") as log_file:
+            process = subprocess.Popen([sys.executable, "-m", "vigil.cli", "stage", name], env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        stage = StageProcess(name, port, process, log_path)
+        self.stages[name] = stage
+        return stage
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def execute(self, *, ready_timeout_s: float = 300, drain_timeout_s: float = 3600) -> RunSummary:
+        from ingest.service import camera_from_source
+
+        started = time.monotonic()
+        ensure_topics(self.settings.kafka)
+        cameras = [camera_from_source(s) for s in self.sources]
+        summary = RunSummary(self.run_id, self.sources)
+        try:
+            for name in STREAM_STAGES:
+                self._spawn(name)
+            self._wait_ready(list(self.stages.values()), ready_timeout_s)
+            self._say(f"run {self.run_id}: stages ready; ingesting {len(cameras)} source(s)")
+            self.ingest_report = self.home / "logs" / f"{self.run_id}-ingest.json"
+            ingest = self._spawn("ingest", {
+                "VIGIL_INGEST__CAMERAS": json.dumps([c.model_dump() for c in cameras]),
+                "VIGIL_RUN_ID": self.run_id,
+                "VIGIL_INGEST_REPORT": str(self.ingest_report),
+            })
+            with EventReader(self.settings.kafka, ALERTS) as alerts:
+                self._follow(ingest, alerts, summary, drain_timeout_s)
+            summary.camera_errors = {c: r["errors"] for c, r in self._ingest_result().items() if r["errors"]}
+        finally:
+            final = {name: stage.scrape() for name, stage in self.stages.items()}
+            self._stop_all()
+        summary.counts, summary.fps = self._totals(final)
+        summary.counts["alerts"] = len(summary.alerts)
+        summary.wall_s = time.monotonic() - started
+        return summary
+
+    def _wait_ready(self, stages: list[StageProcess], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        waiting = list(stages)
+        while waiting:
+            for stage in list(waiting):
+                if stage.process.poll() is not None:
+                    raise RuntimeError(f"stage {stage.name} exited with {stage.process.returncode}:\n{stage.log_tail()}")
+                if stage.ready():
+                    waiting.remove(stage)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"stages not ready after {timeout_s:.0f}s: {[s.name for s in waiting]}")
+            time.sleep(0.5)
+
+    def _follow(self, ingest: StageProcess, alerts: EventReader, summary: RunSummary, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        last_line, drained_since = "", None
+        seen: set[str] = set()
+        while time.monotonic() < deadline:
+            self._collect_alerts(alerts, summary, seen, timeout_s=0.5)
+            scraped = {name: stage.scrape() for name in STREAM_STAGES for stage in [self.stages[name]]}
+            ingest_done = ingest.process.poll() is not None
+            if ingest_done:
+                published = float(sum(r["frames"] for r in self._ingest_result().values()))
+            else:
+                published = metric(ingest.scrape(), "vigil_events_out_total", topic=FRAMES.name)
+            line = self._progress(published, scraped)
+            if line != last_line:
+                self._say(line)
+                last_line = line
+            if ingest_done and self._drained(published, scraped):
+                drained_since = drained_since or time.monotonic()
+                if time.monotonic() - drained_since > 1.5:  # the last alerts are in flight
+                    self._collect_alerts(alerts, summary, seen, timeout_s=1.0)
+                    self.published = published
+                    return
+            else:
+                drained_since = None
+            for name, stage in self.stages.items():
+                if name != "ingest" and stage.process.poll() is not None:
+                    raise RuntimeError(f"stage {name} died with {stage.process.returncode}:\n{stage.log_tail()}")
+        raise TimeoutError(f"pipeline did not drain within {timeout_s:.0f}s")
+
+    def _collect_alerts(self, alerts: EventReader, summary: RunSummary, seen: set[str], timeout_s: float) -> None:
+        for read in alerts.read(timeout_s=timeout_s):
+            event = read.event
+            if isinstance(event, AlertEvent) and event.run_id == self.run_id and event.alert_id not in seen:
+                seen.add(event.alert_id)
+                summary.alerts.append(event)
+                self._say(f"  ALERT {event.person_id} on camera {event.camera_id} at {event.source_ts:%H:%M:%S} score={event.score:.3f}")
+
+    def _ingest_result(self) -> dict[str, dict]:
+        try:
+            return json.loads(self.ingest_report.read_text())
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(f"ingest ended without its report:\n{self.stages['ingest'].log_tail()}") from exc
+
+    @staticmethod
+    def _handled(values: dict[str, float], stage: str) -> float:
+        return metric(values, "vigil_events_in_total", topic=INPUTS[stage])
+
+    def _drained(self, published: float, scraped: dict[str, dict[str, float]]) -> bool:
+        upstream = {
+            "detect": published,
+            "embed": metric(scraped["detect"], "vigil_events_out_total", topic=FACES.name),
+            "match": metric(scraped["embed"], "vigil_events_out_total", topic=EMBEDDINGS.name),
+        }
+        return all(self._handled(scraped[s], s) >= upstream[s] for s in STREAM_STAGES)
+
+    def _progress(self, published: float, scraped: dict[str, dict[str, float]]) -> str:
+        faces = metric(scraped["detect"], "vigil_events_out_total", topic=FACES.name)
+        return (
+            f"  frames {int(published)} published, {int(self._handled(scraped['detect'], 'detect'))} detected | "
+            f"faces {int(faces)}, {int(self._handled(scraped['embed'], 'embed'))} embedded | "
+            f"{int(self._handled(scraped['match'], 'match'))} matched"
+        )
+
+    def _totals(self, final: dict[str, dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
+        counts = {
+            "frames": getattr(self, "published", 0.0),
+            "faces": metric(final.get("detect", {}), "vigil_events_out_total", topic=FACES.name),
+            "embeddings": metric(final.get("embed", {}), "vigil_events_out_total", topic=EMBEDDINGS.name),
+            "dead_letters": sum(metric(final.get(s, {}), "vigil_dead_letters_total") for s in STREAM_STAGES),
+        }
+        fps = {}
+        for stage in STREAM_STAGES:
+            busy = metric(final.get(stage, {}), "vigil_process_seconds_sum")
+            handled = self._handled(final.get(stage, {}), stage)
+            fps[stage] = handled / busy if busy else 0.0
+        return counts, fps
+
+    def _stop_all(self) -> None:
+        for stage in self.stages.values():
+            if stage.process.poll() is None:
+                stage.process.send_signal(signal.SIGTERM)
+        for stage in self.stages.values():
+            try:
+                stage.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                stage.process.kill()
+
+
+def write_report(summary: RunSummary, path: Path, *, settings: VigilSettings) -> Path:
+    """The JSON report, and an HTML page beside it showing each alert's crop next to the enrolled photo."""
+    from storage.objects import ObjectStore
+    from storage.vectors import Watchlist
+
+    report = {
+        "run_id": summary.run_id,
+        "sources": summary.sources,
+        "counts": summary.counts,
+        "fps": summary.fps,
+        "wall_s": round(summary.wall_s, 2),
+        "camera_errors": summary.camera_errors,
+        "alerts": [
+            {
+                "alert_id": a.alert_id, "person_id": a.person_id, "camera_id": a.camera_id, "score": round(a.score, 4),
+                "source_ts": a.source_ts.isoformat(), "snapshot_key": a.snapshot_key, "crop_key": a.crop_key,
+            }
+            for a in summary.alerts
+        ],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+    # The HTML embeds the images (data URIs) so it can be opened anywhere without S3 access.
+    import base64
+
+    store = ObjectStore(settings.s3)
+    enrolled = Watchlist(settings.milvus).photo_keys() if summary.alerts else {}
+    rows = []
+    for a in summary.alerts:
+        crop = base64.b64encode(store.get_bytes(settings.s3.evidence_bucket, a.crop_key)).decode()
+        photo_keys = enrolled.get(a.person_id, [])
+        photo = base64.b64encode(store.get_bytes(settings.s3.watchlist_bucket, photo_keys[0])).decode() if photo_keys else ""
+        rows.append(
+            f"<tr><td>{html.escape(a.person_id)}</td><td>{html.escape(a.camera_id)}</td><td>{a.source_ts:%Y-%m-%d %H:%M:%S}</td>"
+            f"<td>{a.score:.3f}</td><td><img src='data:image/jpeg;base64,{crop}' height=120></td>"
+            f"<td>{f'<img src=data:image/jpeg;base64,{photo} height=120>' if photo else 'n/a'}</td></tr>"
+        )
+    page = (
+        "<!doctype html><meta charset=utf-8><title>Vigil run " + html.escape(summary.run_id) + "</title>"
+        "<style>body{font-family:sans-serif}td,th{padding:4px 8px;border-bottom:1px solid #ddd}</style>"
+        f"<h1>Vigil run {html.escape(summary.run_id)}</h1><p>{html.escape(json.dumps(summary.counts))}</p>"
+        "<table><tr><th>person</th><th>camera</th><th>source time</th><th>score</th><th>seen (crop)</th><th>enrolled photo</th></tr>"
+        + "".join(rows) + "</table>"
+    )
+    path.with_suffix(".html").write_text(page)
+    return path
