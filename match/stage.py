@@ -51,7 +51,7 @@ class MatchProcessor(StreamProcessor):
             raised[key] = event.source_ts
             ident = alert_id(event.face_event_id, hit.person_id)
             snapshot_key, crop_key = (
-                evidence_key("alerts", event.camera_id, event.source_ts, f"{ident}/{name}") for name in ("snapshot.jpg", "crop.jpg")
+                evidence_key("alerts", event.camera_id, event.source_ts, f"{ident}-{kind}.jpg") for kind in ("snapshot", "crop")
             )
             bucket = self.settings.s3.evidence_bucket
             self.store.copy(bucket, event.snapshot_key, snapshot_key)

@@ -6,6 +6,8 @@ import logging
 
 import torch
 
+from runtime.settings import ModelSettings
+
 log = logging.getLogger(__name__)
 
 
@@ -34,7 +36,7 @@ def apply_torch_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def device_from_settings(models) -> torch.device:
+def device_from_settings(models: ModelSettings) -> torch.device:
     """Apply ``ModelSettings.torch_threads`` and return the device that
     ``ModelSettings.device`` names."""
     apply_torch_threads(models.torch_threads)

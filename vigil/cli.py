@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import os
@@ -99,47 +100,47 @@ def cmd_enroll(args) -> int:
 
 
 def cmd_run(args) -> int:
+    home = _home()
+    with contextlib.ExitStack() as cleanup:
+        if not args.no_stack:
+            from vigil.stack import running_stack
+
+            print(f"starting the local stack in {home} ...", flush=True)
+            info = cleanup.enter_context(running_stack(home))
+            os.environ["VIGIL_CONFIG"] = str(info["config"])
+        return _run_pipeline(args, home)
+
+
+def _run_pipeline(args, home: Path) -> int:
     from vigil.enroll import Enroller, photos_by_person
     from vigil.run import PipelineRun, write_report
 
-    home = _home()
-    stack_ctx = None
-    if not args.no_stack:
-        from vigil.stack import running_stack
-
-        stack_ctx = running_stack(home)
-        stack_yaml = stack_ctx.__enter__()
-        os.environ["VIGIL_CONFIG"] = str(stack_yaml if isinstance(stack_yaml, (str, Path)) else home / "stack.yaml")
-    try:
-        settings = _settings()
-        if args.watchlist:
-            enroller = Enroller(settings)
-            try:
-                for person, photos in photos_by_person(Path(args.watchlist)).items():
-                    result = enroller.enroll(person, photos, actor=args.by, reason=args.reason)
-                    print(f"enrolled {person}: {len(result.enrolled)} photo(s)" + (f", refused {len(result.refused)}" if result.refused else ""))
-                    for photo, why in result.refused.items():
-                        print(f"  refused {photo}: {why}")
-            finally:
-                enroller.close()
-        run = PipelineRun(settings, args.sources, home=home)
-        summary = run.execute()
-        print(f"\nrun {summary.run_id} finished in {summary.wall_s:.1f}s")
-        print(f"  {'frames':<12}{int(summary.counts.get('frames', 0)):>8}")
-        for key in ("faces", "embeddings", "alerts", "dead_letters"):
-            print(f"  {key:<12}{int(summary.counts.get(key, 0)):>8}")
-        print("  fps per stage (events / busy second): " + ", ".join(f"{k} {v:.1f}" for k, v in summary.fps.items()))
-        for camera, errors in summary.camera_errors.items():
-            print(f"  camera {camera} failed: {errors[-1]}")
-        for alert in summary.alerts:
-            print(f"  alert: {alert.person_id} on {alert.camera_id} score {alert.score:.3f} crop s3://{settings.s3.evidence_bucket}/{alert.crop_key}")
-        if args.report:
-            path = write_report(summary, Path(args.report), settings=settings)
-            print(f"report: {path} and {path.with_suffix('.html')}")
-        return 0
-    finally:
-        if stack_ctx is not None:
-            stack_ctx.__exit__(None, None, None)
+    settings = _settings()
+    if args.watchlist:
+        enroller = Enroller(settings)
+        try:
+            for person, photos in photos_by_person(Path(args.watchlist)).items():
+                result = enroller.enroll(person, photos, actor=args.by, reason=args.reason)
+                print(f"enrolled {person}: {len(result.enrolled)} photo(s)" + (f", refused {len(result.refused)}" if result.refused else ""))
+                for photo, why in result.refused.items():
+                    print(f"  refused {photo}: {why}")
+        finally:
+            enroller.close()
+    run = PipelineRun(settings, args.sources, home=home)
+    summary = run.execute()
+    print(f"\nrun {summary.run_id} finished in {summary.wall_s:.1f}s")
+    print(f"  {'frames':<12}{int(summary.counts.get('frames', 0)):>8}")
+    for key in ("faces", "embeddings", "alerts", "dead_letters"):
+        print(f"  {key:<12}{int(summary.counts.get(key, 0)):>8}")
+    print("  fps per stage (events / busy second): " + ", ".join(f"{k} {v:.1f}" for k, v in summary.fps.items()))
+    for camera, errors in summary.camera_errors.items():
+        print(f"  camera {camera} failed: {errors[-1]}")
+    for alert in summary.alerts:
+        print(f"  alert: {alert.person_id} on {alert.camera_id} score {alert.score:.3f} crop s3://{settings.s3.evidence_bucket}/{alert.crop_key}")
+    if args.report:
+        path = write_report(summary, Path(args.report), settings=settings)
+        print(f"report: {path} and {path.with_suffix('.html')}")
+    return 0
 
 
 def cmd_schemas(args) -> int:

@@ -156,7 +156,7 @@ class PipelineRun:
 
     def _follow(self, ingest: StageProcess, alerts: EventReader, summary: RunSummary, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        last_line, drained_since = "", None
+        last_line, drained_since, published = "", None, 0.0
         seen: set[str] = set()
         while time.monotonic() < deadline:
             self._collect_alerts(alerts, summary, seen, timeout_s=0.5)
@@ -164,8 +164,8 @@ class PipelineRun:
             ingest_done = ingest.process.poll() is not None
             if ingest_done:
                 published = float(sum(r["frames"] for r in self._ingest_result().values()))
-            else:
-                published = metric(ingest.scrape(), "vigil_events_out_total", topic=FRAMES.name)
+            else:  # the last scrape may fail as ingest exits: never count backwards
+                published = max(published, metric(ingest.scrape(), "vigil_events_out_total", topic=FRAMES.name))
             line = self._progress(published, scraped)
             if line != last_line:
                 self._say(line)

