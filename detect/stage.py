@@ -13,7 +13,7 @@ from runtime.imaging import decode_jpeg, encode_jpeg
 from runtime.stream import BadEvent, StreamProcessor
 from schemas.events import Box, FaceEvent, FrameEvent
 from schemas.topics import FACES, FRAMES
-from storage.objects import ObjectStore, evidence_key
+from storage.objects import ObjectNotFound, ObjectStore, evidence_key
 
 CROP_JPEG_QUALITY = 95
 
@@ -40,7 +40,10 @@ class DetectProcessor(StreamProcessor):
         if frame.image_jpeg is not None:
             return frame.image_jpeg
         if frame.image_key is not None:
-            return self.store.get_bytes(self.settings.s3.frames_bucket, frame.image_key)
+            try:
+                return self.store.get_bytes(self.settings.s3.frames_bucket, frame.image_key)
+            except ObjectNotFound as exc:
+                raise BadEvent(f"frame {frame.event_id}: {exc}") from exc
         raise BadEvent(f"frame {frame.event_id} carries neither image_jpeg nor image_key")
 
     def process(self, frames: list[FrameEvent]) -> list[tuple]:

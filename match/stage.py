@@ -41,7 +41,7 @@ class MatchProcessor(StreamProcessor):
         threshold = self.settings.match.threshold
         vectors = np.asarray([e.embedding for e in embeddings], dtype=np.float32)
         outputs, raised = [], {}
-        for event, hits in zip(embeddings, self.watchlist.search(vectors, limit=1)):
+        for event, hits in zip(embeddings, self.watchlist.search(vectors, limit=1, consistency_level="Bounded")):
             if not hits or hits[0].score < threshold:
                 continue
             hit = hits[0]

@@ -10,7 +10,8 @@ runtime owns the rest:
 - a payload that fails validation, or that the processor refuses with
   ``BadEvent``, goes to the dead-letter topic with the reason and its original
   bytes, and the rest of the batch carries on;
-- a failure of a dependency (S3, Milvus, the broker: ``OSError`` and the like)
+- a failure of a dependency (S3, Milvus, the broker: ``OSError``, which
+  includes ``ConnectionError``, and the client libraries' own network errors)
   is retried with capped backoff and the stage reports not-ready meanwhile,
   so an outage delays events instead of dropping them;
 - outputs are delivered (awaited, acks=all) before the batch's offsets are

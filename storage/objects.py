@@ -37,6 +37,10 @@ class ObjectNotFound(StorageError):
     """The bucket or the object does not exist."""
 
 
+class StorageUnavailable(StorageError, ConnectionError):
+    """The S3 server could not be reached. A ConnectionError, so the stage runtime retries instead of dropping the event."""
+
+
 @contextmanager
 def _errors(bucket: str, key: str | None = None) -> Iterator[None]:
     """Turn SDK and connection errors into StorageError naming the bucket and key."""
@@ -48,7 +52,7 @@ def _errors(bucket: str, key: str | None = None) -> Iterator[None]:
         kind = ObjectNotFound if exc.code in _NOT_FOUND else StorageError
         raise kind(f"{exc.code}: {exc.message}", bucket, key, exc.code) from exc
     except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
-        raise StorageError(f"{type(exc).__name__}: {exc}", bucket, key) from exc
+        raise StorageUnavailable(f"{type(exc).__name__}: {exc}", bucket, key) from exc
 
 
 def evidence_key(prefix: str, camera_id: str, ts: datetime, name: str) -> str:

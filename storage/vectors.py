@@ -33,6 +33,10 @@ class WatchlistError(RuntimeError):
     """A watchlist operation failed in Milvus."""
 
 
+class WatchlistUnavailable(WatchlistError, ConnectionError):
+    """Milvus did not serve the request. A ConnectionError, so the stage runtime retries instead of dropping the event."""
+
+
 @dataclass(frozen=True)
 class Hit:
     """One search result: the entry ``entry_id`` of ``person_id``, cosine similarity ``score``."""
@@ -202,7 +206,7 @@ class Watchlist:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            raise WatchlistError(f"cannot {what} collection {self.collection!r}: {exc}") from exc
+            raise WatchlistUnavailable(f"cannot {what} collection {self.collection!r}: {exc}") from exc
 
 
 def _as_matrix(vectors: np.ndarray) -> np.ndarray:

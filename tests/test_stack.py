@@ -91,49 +91,52 @@ def test_ports_that_can_be_private_are_on_loopback(session_home):
 
 def test_two_stacks_at_once_then_down_twice_then_restart(stack, session_home, tmp_path):
     home = tmp_path / "second"
-    first = local_stack.status(session_home)
-    info = local_stack.up(home)
-    assert not info["reused"]
-    ours = {p for s in info["services"].values() for p in s["ports"].values()}
-    theirs = {p for s in local_stack.up(session_home)["services"].values() for p in s["ports"].values()}
-    assert not ours & theirs
-    assert local_stack.status(home)["running"] and local_stack.status(session_home)["running"]
+    try:
+        first = local_stack.status(session_home)
+        info = local_stack.up(home)
+        assert not info["reused"]
+        ours = {p for s in info["services"].values() for p in s["ports"].values()}
+        theirs = {p for s in local_stack.up(session_home)["services"].values() for p in s["ports"].values()}
+        assert not ours & theirs
+        assert local_stack.status(home)["running"] and local_stack.status(session_home)["running"]
 
-    kafka, s3, milvus = stack_settings(Path(info["config"]))
-    assert kafka.bootstrap != stack.settings.kafka.bootstrap
-    from kafka import KafkaAdminClient
+        kafka, s3, milvus = stack_settings(Path(info["config"]))
+        assert kafka.bootstrap != stack.settings.kafka.bootstrap
+        from kafka import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap)
-    admin.list_topics()
-    admin.close()
-    store = ObjectStore(s3)
-    store.ensure_buckets()
-    store.put_bytes(s3.evidence_bucket, "kept.txt", b"still here", "text/plain")
-    wl = Watchlist(milvus.model_copy(update={"collection": "restart_check"}))
-    wl.ensure_collection()
-    vec = np.random.default_rng(7).normal(size=(2, DIM))
-    wl.add("dave", vec, ["a", "b"], "officer", "restart test")
-    wl.close()
-
-    assert sorted(local_stack.down(home)) == sorted(SERVICES)
-    report = local_stack.status(home)
-    assert not report["running"] and all(s["state"] == "down" for s in report["services"].values())
-    assert not (home / "stack.json").exists() and not (home / "stack.yaml").exists()
-    assert processes_of(home) == []
-    assert local_stack.down(home) == []  # idempotent
-    assert local_stack.status(session_home)["services"] == first["services"]  # the other stack is untouched
-
-    # Restart in the same home: Milvus data, its password and the S3 objects survive.
-    with local_stack.running_stack(home) as again:
-        assert not again["reused"]
-        _, s3b, milvusb = stack_settings(Path(again["config"]))
-        assert (s3b.secret_key, milvusb.token) == (s3.secret_key, milvus.token)
-        assert ObjectStore(s3b).get_bytes(s3.evidence_bucket, "kept.txt") == b"still here"
-        wl = Watchlist(milvusb.model_copy(update={"collection": "restart_check"}))
+        admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+        admin.list_topics()
+        admin.close()
+        store = ObjectStore(s3)
+        store.ensure_buckets()
+        store.put_bytes(s3.evidence_bucket, "kept.txt", b"still here", "text/plain")
+        wl = Watchlist(milvus.model_copy(update={"collection": "restart_check"}))
         wl.ensure_collection()
-        assert wl.persons() == {"dave": 2}
+        vec = np.random.default_rng(7).normal(size=(2, DIM))
+        wl.add("dave", vec, ["a", "b"], "officer", "restart test")
         wl.close()
-    assert not local_stack.status(home)["running"] and processes_of(home) == []
+
+        assert sorted(local_stack.down(home)) == sorted(SERVICES)
+        report = local_stack.status(home)
+        assert not report["running"] and all(s["state"] == "down" for s in report["services"].values())
+        assert not (home / "stack.json").exists() and not (home / "stack.yaml").exists()
+        assert processes_of(home) == []
+        assert local_stack.down(home) == []  # idempotent
+        assert local_stack.status(session_home)["services"] == first["services"]  # the other stack is untouched
+
+        # Restart in the same home: Milvus data, its password and the S3 objects survive.
+        with local_stack.running_stack(home) as again:
+            assert not again["reused"]
+            _, s3b, milvusb = stack_settings(Path(again["config"]))
+            assert (s3b.secret_key, milvusb.token) == (s3.secret_key, milvus.token)
+            assert ObjectStore(s3b).get_bytes(s3.evidence_bucket, "kept.txt") == b"still here"
+            wl = Watchlist(milvusb.model_copy(update={"collection": "restart_check"}))
+            wl.ensure_collection()
+            assert wl.persons() == {"dave": 2}
+            wl.close()
+        assert not local_stack.status(home)["running"] and processes_of(home) == []
+    finally:
+        local_stack.down(home)  # whatever a failure left running
 
 
 def test_failed_start_names_the_service_and_cleans_up(tmp_path):

@@ -59,6 +59,7 @@ class Scene:
     photo: Path | str | None
     n_frames: int
     label: str | None
+    height_fraction: tuple[float, float] = (0.45, 0.60)  # photo height over frame height, drawn per scene
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ def _scene_frames(scene: Scene, rng: random.Random, width: int, height: int):
         for _ in range(scene.n_frames):
             yield bg, None
         return
-    photo = _load_photo(Path(scene.photo), round(height * rng.uniform(0.45, 0.60)), round(width * 0.7))
+    photo = _load_photo(Path(scene.photo), round(height * rng.uniform(*scene.height_fraction)), round(width * 0.7))
     ph, pw = photo.shape[:2]
     span_x = width - pw
     x_from, x_to = (0.05 * span_x, 0.95 * span_x)
@@ -301,7 +302,7 @@ def sample_clip(scenes_dir: Path, out_path: Path, *, frames_per_photo: int = 20,
     if not photos:
         raise SystemExit(f"no photos in {scenes_dir}")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    return make_footage(out_path, [Scene(p, frames_per_photo, p.stem) for p in photos], fps=fps, size=(960, 540))
+    return make_footage(out_path, [Scene(p, frames_per_photo, p.stem, (0.9, 0.95)) for p in photos], fps=fps, size=(960, 540))
 
 
 if __name__ == "__main__":

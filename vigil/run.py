@@ -245,7 +245,6 @@ class PipelineRun:
 def write_report(summary: RunSummary, path: Path, *, settings: VigilSettings) -> Path:
     """The JSON report, and an HTML page beside it showing each alert's crop next to the enrolled photo."""
     from storage.objects import ObjectStore
-    from storage.vectors import Watchlist
 
     report = {
         "run_id": summary.run_id,
@@ -269,11 +268,10 @@ def write_report(summary: RunSummary, path: Path, *, settings: VigilSettings) ->
     import base64
 
     store = ObjectStore(settings.s3)
-    enrolled = Watchlist(settings.milvus).photo_keys() if summary.alerts else {}
     rows = []
     for a in summary.alerts:
         crop = base64.b64encode(store.get_bytes(settings.s3.evidence_bucket, a.crop_key)).decode()
-        photo_keys = enrolled.get(a.person_id, [])
+        photo_keys = store.list_keys(settings.s3.watchlist_bucket, f"{a.person_id}/")
         photo = base64.b64encode(store.get_bytes(settings.s3.watchlist_bucket, photo_keys[0])).decode() if photo_keys else ""
         rows.append(
             f"<tr><td>{html.escape(a.person_id)}</td><td>{html.escape(a.camera_id)}</td><td>{a.source_ts:%Y-%m-%d %H:%M:%S}</td>"

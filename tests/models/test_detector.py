@@ -8,7 +8,7 @@ import pytest
 from detect.model import DetectedFace, FaceDetector, crop_box, crop_face
 from runtime.settings import DetectSettings
 
-from .conftest import load_rgb
+from tests.conftest import load_rgb
 
 pytestmark = pytest.mark.models
 

@@ -10,7 +10,7 @@ import pytest
 from embed.model import DEFAULT_STANDARDIZATION, EMBEDDING_DIM
 from embed.weights import MODEL_ID
 
-from .conftest import load_rgb
+from tests.conftest import load_rgb
 
 pytestmark = pytest.mark.models
 

@@ -117,7 +117,7 @@ def test_matches_original_graph_run_by_opencv(weights_dir, tmp_path, face_pairs)
     from detect.model import FaceDetector
     from embed.model import FaceEmbedder, standardize
 
-    from .conftest import load_rgb
+    from tests.conftest import load_rgb
 
     detector = FaceDetector(device="cpu")
     crops = [detector.detect([load_rgb(face_pairs / n, max_side=800)])[0][0].crop for n in ("img1.jpg", "img26.jpg")]

@@ -1,0 +1,69 @@
+"""Enrolment against the real services: exactly one face per photo, or the photo is refused and nothing changes."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from runtime.kafka import EventReader
+from schemas.events import AuditEvent
+from schemas.topics import AUDIT
+from storage.vectors import Watchlist
+
+pytestmark = [pytest.mark.services, pytest.mark.models]
+
+
+@pytest.fixture
+def enroller(stack, weights_dir, detector, embedder):
+    from vigil.enroll import Enroller
+
+    settings = stack.settings
+    settings.models.weights_dir = weights_dir
+    settings.milvus.collection = f"test_{uuid.uuid4().hex[:8]}"
+    enroller = Enroller(settings, detector=detector, embedder=embedder)
+    yield enroller
+    enroller.close()
+    Watchlist(settings.milvus).drop()
+
+
+def test_refuses_no_face_and_several_faces_and_changes_nothing(enroller, face_pairs, tmp_path):
+    blank = tmp_path / "wall.jpg"
+    Image.fromarray(np.full((480, 640, 3), 120, np.uint8)).save(blank)
+    person = f"refused-{uuid.uuid4().hex[:6]}"
+    result = enroller.enroll(person, [blank, face_pairs / "couple.jpg"], actor="tester", reason="unit test")
+    assert result.enrolled == []
+    assert "no face found in wall.jpg" in result.refused[str(blank)]
+    assert "faces found in couple.jpg" in result.refused[str(face_pairs / "couple.jpg")]
+    assert "exactly one face" in result.refused[str(face_pairs / "couple.jpg")]
+    assert person not in enroller.watchlist.persons()
+    assert enroller.store.list_keys(enroller.settings.s3.watchlist_bucket, f"{person}/") == []
+
+    with EventReader(enroller.settings.kafka, AUDIT) as reader:
+        audit = [r.event for r in reader.follow(idle_timeout_s=2) if isinstance(r.event, AuditEvent) and r.event.subject == person]
+    assert sorted(a.action for a in audit) == ["enroll_refused", "enroll_refused"]
+    assert all(a.actor == "tester" and a.reason == "unit test" for a in audit)
+
+
+def test_enrolls_good_photos_beside_a_refused_one_with_audit(enroller, face_pairs, identities, tmp_path):
+    unreadable = tmp_path / "broken.jpg"
+    unreadable.write_bytes(b"\xff\xd8 definitely not a jpeg")
+    person = f"person-{uuid.uuid4().hex[:6]}"
+    photos = [face_pairs / name for name in identities["person-01"][:2]] + [unreadable]
+    result = enroller.enroll(person, photos, actor="tester", reason="case 42")
+    assert len(result.enrolled) == 2 and "cannot read image" in result.refused[str(unreadable)]
+    assert enroller.watchlist.persons()[person] == 2
+    assert len(enroller.store.list_keys(enroller.settings.s3.watchlist_bucket, f"{person}/")) == 2
+    with EventReader(enroller.settings.kafka, AUDIT) as reader:
+        audit = [r.event for r in reader.follow(idle_timeout_s=2) if isinstance(r.event, AuditEvent) and r.event.subject == person]
+    enrolled = [a for a in audit if a.action == "enroll"]
+    assert len(enrolled) == 1 and enrolled[0].reason == "case 42" and len(enrolled[0].details["photos"]) == 2
+
+
+def test_a_reason_is_required(enroller, face_pairs):
+    from vigil.enroll import EnrollmentError
+
+    with pytest.raises(EnrollmentError, match="reason"):
+        enroller.enroll("someone", [face_pairs / "img1.jpg"], actor="tester", reason="  ")
