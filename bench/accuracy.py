@@ -129,15 +129,17 @@ def eer(fpr, tpr, thresholds) -> tuple[float, float]:
 
 
 def tar_at_far(fpr, tpr, thresholds, far: float) -> tuple[float, float]:
-    """(TAR, threshold) at the loosest ROC point whose false-accept rate is <= ``far``.
+    """(TAR, threshold): the highest true-accept rate at a threshold whose false-accept rate is <= ``far``.
 
-    TAR is non-decreasing along the ROC, so that is the highest TAR within the
-    budget. When even the strictest real threshold exceeds it, the answer is the
-    "reject everything" point: TAR 0 at threshold +inf.
+    The threshold is the strictest one that reaches that TAR. When even the
+    strictest real threshold exceeds the budget, the answer is the "reject
+    everything" point: TAR 0 at threshold +inf.
     """
     fpr = np.asarray(fpr, dtype=np.float64)
-    ok = np.nonzero(fpr <= far + 1e-12)[0]
-    i = int(ok[-1])
+    tpr = np.asarray(tpr, dtype=np.float64)
+    ok = np.nonzero(fpr <= far + 1e-12)[0]  # a prefix of the ROC: fpr is non-decreasing
+    best = tpr[ok].max()
+    i = int(ok[np.argmax(tpr[ok] >= best)])
     return float(tpr[i]), float(thresholds[i])
 
 
@@ -410,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = sorted(n for n in pair_photos if not photos[n].faces)
     multi = [n for n in pair_photos if len(photos[n].faces) > 1]
     print()
-    print(f"photos: {len(pair_photos)} in the pair files, detected in {detect_s:.1f} s "
+    print(f"photos: {len(pair_photos)} in the pair files (+{len(other_photos)} others), detected in {detect_s:.1f} s "
           f"({1000 * detect_s / len(photos):.0f} ms per photo, full resolution)")
     print(f"failed detections (no face found; every pair using them counts as an error): {len(failed)}"
           + (f" ({', '.join(failed)})" if failed else ""))

@@ -101,7 +101,7 @@ def align_face(image: np.ndarray, landmarks, template: np.ndarray | None = None,
     m = umeyama(pts, dst)
     inv = _invert(m)
     warped = region.transform((size, size), Image.AFFINE, tuple(inv.reshape(-1)), resample=Image.BILINEAR, fillcolor=(0, 0, 0))
-    return np.asarray(warped, dtype=np.uint8)
+    return np.array(warped, dtype=np.uint8)  # a writable copy (torch.from_numpy warns on read-only arrays)
 
 
 def landmarks_in_crop(landmarks, box, frame_w: int, frame_h: int, crop_size: int = 160, margin: int = 32) -> np.ndarray | None:

@@ -1,13 +1,27 @@
-"""The detect stage: frames in, one FaceEvent per detected face out.
+"""The detect stage: frames in, one FaceEvent per detected face that passes the quality gate out.
 
 Each face's aligned crop travels inline (small); the whole frame and the crop
 are also written to S3 under the evidence bucket's ``transient/`` prefix, so
 an alert can point at them without frames ever passing through match.
+
+The quality gate (``detect.quality``, limits in ``DetectSettings`` with
+per-camera overrides) rejects faces too small, too unlikely, too blurred or
+turned too far to recognise. A rejected face is never silently dropped: it is
+counted in ``vigil_faces_rejected_total{stage,camera,reason}`` and logged at
+debug level. Faces smaller than the smallest limit of any camera are not
+searched for at all (MTCNN's scale pyramid stops there), so they are not
+counted either. Face indices (and so event ids) number every face the detector
+found, rejected ones included, so they stay stable whatever the limits.
 """
 
 from __future__ import annotations
 
+import logging
+
+from prometheus_client import Counter
+
 from detect.model import FaceDetector
+from detect.quality import QualityGate
 from runtime.device import device_from_settings
 from runtime.imaging import decode_jpeg, encode_jpeg
 from runtime.stream import BadEvent, StreamProcessor
@@ -16,6 +30,23 @@ from schemas.topics import FACES, FRAMES
 from storage.objects import ObjectNotFound, ObjectStore, evidence_key
 
 CROP_JPEG_QUALITY = 95
+
+log = logging.getLogger(__name__)
+
+# Beside runtime.health's per-stage metrics, with the same conventions (vigil_ prefix, stage label).
+FACES_REJECTED = Counter(
+    "vigil_faces_rejected_total", "Faces the quality gate rejected, by camera and reason (small, low_prob, blurry, pose).",
+    ["stage", "camera", "reason"],
+)
+
+
+def quality_gate(settings) -> QualityGate:
+    """The gate of ``DetectSettings``: size and probability limits from the section, blur and pose from ``quality``."""
+    q = settings.quality
+    defaults = dict(min_face_px=settings.min_face_px, min_prob=settings.min_prob, min_sharpness=q.min_sharpness,
+                    max_yaw_deg=q.max_yaw_deg, max_pitch_deg=q.max_pitch_deg)
+    per_camera = {camera: overrides.model_dump(exclude_none=True) for camera, overrides in q.per_camera.items()}
+    return QualityGate(defaults, per_camera)
 
 
 class DetectProcessor(StreamProcessor):
@@ -32,7 +63,11 @@ class DetectProcessor(StreamProcessor):
         return self.settings.detect.batch_wait_s
 
     def start(self) -> None:
-        self.detector = FaceDetector(self.settings.detect, device_from_settings(self.settings.models))
+        self.gate = quality_gate(self.settings.detect)
+        # The detector returns every face MTCNN finds down to the smallest size any camera accepts; the gate
+        # decides per camera (and counts what it rejects).
+        detector_settings = self.settings.detect.model_copy(update={"min_prob": 0.0, "min_face_px": int(self.gate.min_face_px)})
+        self.detector = FaceDetector(detector_settings, device_from_settings(self.settings.models))
         self.store = ObjectStore(self.settings.s3)
         self.store.ensure_buckets()
 
@@ -54,14 +89,27 @@ class DetectProcessor(StreamProcessor):
                 images.append(decode_jpeg(data))
             except Exception as exc:  # noqa: BLE001 - any decoder failure means a bad frame
                 raise BadEvent(f"frame {frame.event_id} of camera {frame.camera_id}: undecodable JPEG ({exc})") from exc
-        outputs = []
+        outputs, rejected = [], []
         bucket = self.settings.s3.evidence_bucket
         for frame, data, faces in zip(frames, jpegs, self.detector.detect(images)):
-            if not faces:
+            accepted = []
+            for index, face in enumerate(faces):
+                verdict = self.gate.assess(frame.camera_id, face.box, face.prob, face.landmarks, face.crop)
+                if verdict.accepted:
+                    accepted.append((index, face, verdict))
+                    continue
+                rejected.append((frame.camera_id, verdict.reason))
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("face rejected: %s", verdict.reason, extra={
+                        "camera_id": frame.camera_id, "frame_event_id": frame.event_id, "face_index": index,
+                        "face_px": round(verdict.face_px, 1), "det_prob": round(verdict.prob, 4),
+                        "sharpness": verdict.sharpness, "yaw_deg": verdict.yaw_deg, "pitch_deg": verdict.pitch_deg,
+                    })
+            if not accepted:
                 continue
             snapshot_key = evidence_key("transient", frame.camera_id, frame.source_ts, f"{frame.event_id}.jpg")
             self.store.put_bytes(bucket, snapshot_key, data, "image/jpeg")
-            for index, face in enumerate(faces):
+            for index, face, verdict in accepted:
                 crop = encode_jpeg(face.crop, CROP_JPEG_QUALITY)
                 crop_key = evidence_key("transient", frame.camera_id, frame.source_ts, f"{frame.event_id}-{index}.jpg")
                 self.store.put_bytes(bucket, crop_key, crop, "image/jpeg")
@@ -81,5 +129,8 @@ class DetectProcessor(StreamProcessor):
                     snapshot_key=snapshot_key,
                     frame_width=frame.width,
                     frame_height=frame.height,
+                    quality=verdict.score,
                 )))
+        for camera_id, reason in rejected:  # counted once the batch succeeded, so a retried batch counts once
+            FACES_REJECTED.labels(self.name, camera_id, reason).inc()
         return outputs

@@ -1,51 +1,49 @@
 """The ingest service: an input adapter that turns cameras into FrameEvents.
 
-Each camera runs in its own thread, so a dead or corrupt source stops only
-itself: it reports the error (log, metrics, summary) while the others go on.
-File sources end; live sources (rtsp, http) reconnect with capped
-exponential backoff and jitter until the service stops.
+Many cameras per process, each a ``CameraWorker`` (``ingest.camera``) with its
+own threads, bounded queue and state machine, so a dead or corrupt source
+stops only itself: it reports the error (log, metrics, report) while the
+others go on. Recordings end; live sources reconnect with capped exponential
+backoff and jitter until the service stops. Recording cameras share one
+segment uploader. About once a second the service refreshes its gauges and
+writes its cameras' reports to a status file that `vigil status` reads.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import random
+import os
 import signal
+import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from prometheus_client import Counter, Gauge
-
-from ingest.source import SourceError, is_live, sample_frames
+from ingest.archive import FOOTAGE_SCHEME, FootageArchive
+from ingest.camera import CameraReport, CameraWorker
+from ingest.recorder import SegmentUploader
+from ingest.source import SampledFrame
 from runtime import health as metrics
 from runtime.health import Health, serve_health
 from runtime.imaging import encode_jpeg
 from runtime.kafka import EventProducer, ensure_topics
 from runtime.logs import configure_logging
-from runtime.settings import CameraSettings, VigilSettings
+from runtime.settings import CameraSettings, IngestSettings, VigilSettings, vigil_home
 from schemas.events import FrameEvent
 from schemas.topics import FRAMES
 from storage.objects import ObjectStore
 
 log = logging.getLogger(__name__)
 
-CAMERA_UP = Gauge("vigil_camera_up", "1 while a camera is streaming.", ["camera"])
-CAMERA_ERRORS = Counter("vigil_camera_errors_total", "Source errors per camera.", ["camera"])
-CAMERA_FRAMES = Counter("vigil_camera_frames_total", "Frames published per camera.", ["camera"])
-
 STAGE = "ingest"
+STATUS_EVERY_S = 1.0
+STATUS_STALE_S = 10.0  # a running process whose file is older than this is presumed dead
+STATUS_KEEP_S = 24 * 3600.0  # finished processes' files are pruned after this
 
-
-@dataclass
-class CameraReport:
-    camera_id: str
-    url: str
-    frames: int = 0
-    errors: list[str] = field(default_factory=list)
-    state: str = "pending"
+__all__ = ["CameraReport", "IngestService", "camera_from_source", "read_status", "status_dir"]
 
 
 class IngestService:
@@ -54,82 +52,77 @@ class IngestService:
         self.cameras = cameras if cameras is not None else settings.ingest.cameras
         if not self.cameras:
             raise ValueError("ingest has no cameras: set ingest.cameras (VIGIL_INGEST__CAMERAS) or pass sources")
+        ids = [c.id for c in self.cameras]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"camera ids must be unique, got {ids}")
         self.run_id = run_id
         self.health = Health(STAGE)
         self._stop = threading.Event()
-        self.reports = {c.id: CameraReport(c.id, c.url) for c in self.cameras}
-        self._store: ObjectStore | None = None
+        self._store: ObjectStore | None = None  # claim-check frames, s3:// and footage:// sources, recording
+        self.workers: dict[str, CameraWorker] = {}
+        self.reports: dict[str, CameraReport] = {}
+        self.server = None
+        self.started_at = datetime.now(timezone.utc)
+        self.status_path = status_dir(settings.ingest) / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}.json"
 
     def stop(self, *_args) -> None:
         self._stop.set()
 
     def run(self) -> dict[str, CameraReport]:
-        """Publish frames until every file source has ended (or SIGTERM); returns a report per camera."""
-        stage = self.settings.stage
+        """Publish frames until every camera has ended or failed (or stop/SIGTERM); returns a report per camera."""
+        stage, ingest = self.settings.stage, self.settings.ingest
         configure_logging(STAGE, stage.log_level, stage.log_format)
         ensure_topics(self.settings.kafka)
-        server = serve_health(self.health, stage.health_port)
+        self.server = serve_health(self.health, stage.health_port)
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
-        if self.settings.ingest.frame_transport == "s3":
+        recording = [c.id for c in self.cameras if (c.record if c.record is not None else ingest.record)
+                     and not c.url.startswith(f"{FOOTAGE_SCHEME}://")]
+        needs_store = ingest.frame_transport == "s3" or recording or any(
+            c.url.startswith(("s3://", f"{FOOTAGE_SCHEME}://")) for c in self.cameras)
+        if needs_store:
             self._store = ObjectStore(self.settings.s3)
             self._store.ensure_buckets()
+        uploader = None
+        if recording:
+            uploader = SegmentUploader(FootageArchive(self._store), recording,
+                                       retention=timedelta(hours=ingest.footage_retention_h),
+                                       retention_interval_s=ingest.retention_interval_s).start()
         self.producer = EventProducer(self.settings.kafka, client_id="vigil-ingest")
+        self.workers = {c.id: CameraWorker(c, ingest, publish=self._publish, stop=self._stop, store=self._store,
+                                           uploader=uploader) for c in self.cameras}
+        self.reports = {cid: worker.report for cid, worker in self.workers.items()}
         self.health.set_ready(True)
-        threads = [threading.Thread(target=self._run_camera, args=(camera,), name=f"camera-{camera.id}", daemon=True) for camera in self.cameras]
-        for thread in threads:
-            thread.start()
+        for worker in self.workers.values():
+            worker.start()
         try:
-            while any(t.is_alive() for t in threads):
+            next_status = 0.0
+            while any(w.alive for w in self.workers.values()):
                 self.health.beat()
-                time.sleep(0.5)
+                if time.monotonic() >= next_status:
+                    self._write_status(running=True)
+                    next_status = time.monotonic() + STATUS_EVERY_S
+                time.sleep(0.1)
         finally:
             self.producer.flush()
             self.producer.close()
-            server.shutdown()
+            if uploader is not None:
+                uploader.close()
+            self._write_status(running=False)
+            self.server.shutdown()
         return self.reports
 
-    def _run_camera(self, camera: CameraSettings) -> None:
-        report = self.reports[camera.id]
-        live = is_live(camera.url)
-        backoff = 1.0
-        while not self._stop.is_set():
-            report.state = "connecting"
-            try:
-                for frame in sample_frames(
-                    camera.url, camera.target_fps or self.settings.ingest.target_fps,
-                    max_width=self.settings.ingest.max_width, realtime=self.settings.ingest.realtime,
-                ):
-                    if self._stop.is_set():
-                        break
-                    report.state = "streaming"
-                    CAMERA_UP.labels(camera.id).set(1)
-                    self._publish(camera.id, frame)
-                    report.frames += 1
-                    backoff = 1.0
-                report.state = "ended"
-            except SourceError as exc:
-                report.errors.append(str(exc))
-                report.state = "failed"
-                CAMERA_ERRORS.labels(camera.id).inc()
-                log.error("camera %s: %s", camera.id, exc, extra={"camera": camera.id})
-            finally:
-                CAMERA_UP.labels(camera.id).set(0)
-            if not live:
-                return
-            report.state = "reconnecting"
-            delay = backoff * random.uniform(0.8, 1.2)
-            log.warning("camera %s: reconnecting in %.1fs", camera.id, delay, extra={"camera": camera.id})
-            self._stop.wait(delay)
-            backoff = min(backoff * 2, 30.0)
+    @property
+    def health_port(self) -> int | None:
+        return self.server.server_port if self.server is not None else None
 
-    def _publish(self, camera_id: str, frame) -> None:
+    def _publish(self, camera_id: str, frame: SampledFrame) -> None:
         height, width = frame.image.shape[:2]
         jpeg = encode_jpeg(frame.image, self.settings.ingest.jpeg_quality)
         event_id = uuid.uuid4().hex
         image = {"image_jpeg": jpeg}
-        if self._store is not None:  # claim-check: the frame goes to S3, its key into the event
+        if self.settings.ingest.frame_transport == "s3":  # claim-check: the frame goes to S3, its key into the event
             key = f"{camera_id}/{frame.source_ts:%Y/%m/%d/%H}/{event_id}.jpg"
             self._store.put_bytes(self.settings.s3.frames_bucket, key, jpeg, "image/jpeg")
             image = {"image_key": key}
@@ -139,7 +132,44 @@ class IngestService:
         )
         self.producer.send(FRAMES, event)
         metrics.EVENTS_OUT.labels(STAGE, FRAMES.name).inc()
-        CAMERA_FRAMES.labels(camera_id).inc()
+
+    def _write_status(self, *, running: bool) -> None:
+        status = {
+            "pid": os.getpid(), "host": socket.gethostname(), "run_id": self.run_id, "running": running,
+            "started_at": self.started_at.isoformat(), "updated_at": datetime.now(timezone.utc).isoformat(),
+            "health_port": self.health_port,
+            "cameras": {cid: vars(worker.refresh()) for cid, worker in self.workers.items()},
+        }
+        try:
+            self.status_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.status_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(status, indent=1, default=str))
+            tmp.replace(self.status_path)
+        except OSError as exc:  # status is for people; never let it stop ingest
+            log.warning("could not write the status file %s: %s", self.status_path, exc)
+
+
+def status_dir(settings: IngestSettings) -> Path:
+    return settings.status_dir or vigil_home() / "ingest"
+
+
+def read_status(settings: IngestSettings, *, now: datetime | None = None) -> list[dict]:
+    """Every ingest process's last status (newest first), each with ``stale`` set when it stopped
+    updating while claiming to run; files of processes finished more than a day ago are removed."""
+    now = now or datetime.now(timezone.utc)
+    found = []
+    for path in sorted(status_dir(settings).glob("*.json")):
+        try:
+            status = json.loads(path.read_text())
+            age = (now - datetime.fromisoformat(status["updated_at"])).total_seconds()
+        except (OSError, ValueError, KeyError):
+            continue
+        if age > STATUS_KEEP_S:
+            path.unlink(missing_ok=True)
+            continue
+        status["stale"] = bool(status.get("running")) and age > STATUS_STALE_S
+        found.append(status)
+    return sorted(found, key=lambda s: s["updated_at"], reverse=True)
 
 
 def camera_from_source(source: str) -> CameraSettings:

@@ -66,7 +66,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import av
@@ -313,6 +313,12 @@ class FrameSampler(Iterator[SampledFrame]):
         self.stats.declared_duration_s = None if self.live else self._declared_duration()
         self._last_duration_s = 0.0
         self._reformatter = VideoReformatter()
+        # The timeline (see _frames and wallclock_at).
+        self._pts0: int | None = None  # raw PTS of the timeline's zero
+        self._offset_s = 0.0  # added after PTS resets to keep pts_s continuous
+        self._live_base: datetime | None = None  # wall clock of pts_s == 0 (live, arrival clock)
+        self._rtcp_base: datetime | None = None  # wall clock of raw PTS 0 (live, camera clock)
+        self.packet_sink: Callable[[av.Packet], None] | None = None
         self._gen = self._frames()
 
     @classmethod
@@ -346,6 +352,30 @@ class FrameSampler(Iterator[SampledFrame]):
     @property
     def height(self) -> int:
         return self._stream.codec_context.height
+
+    @property
+    def video_stream(self) -> "av.video.stream.VideoStream":
+        """The decoded stream (a template for remuxing its packets)."""
+        return self._stream
+
+    def wallclock_at(self, pts: int) -> datetime | None:
+        """Wall-clock time of raw PTS ``pts`` (stream time base) on the timeline frames are stamped with.
+
+        None until the clock is known: before the first decoded frame, and for
+        live sources before the first sampled one. Frames themselves may sit up
+        to a few milliseconds off it (a live ``source_ts`` never goes backwards
+        nor into the future).
+        """
+        if self._pts0 is None:
+            return None
+        tb = self._stream.time_base
+        if not self.live:
+            return self._anchor + timedelta(seconds=float((pts - self._pts0) * tb) + self._offset_s)
+        if self._rtcp_base is not None:
+            return self._rtcp_base + timedelta(seconds=float(pts * tb))
+        if self._live_base is not None:
+            return self._live_base + timedelta(seconds=float((pts - self._pts0) * tb) + self._offset_s)
+        return None
 
     @property
     def nominal_fps(self) -> float | None:
@@ -387,15 +417,11 @@ class FrameSampler(Iterator[SampledFrame]):
         stream, stats, url = self._stream, self.stats, self.url
         tb = stream.time_base
         period = self._frame_period()
-        pts0: int | None = None  # raw PTS of the timeline's zero
-        offset_s = 0.0  # added after PTS resets to keep pts_s continuous
         last_pts_s: float | None = None
         last_slot = -1
         consecutive_errors = 0
         frame_index = -1
         prev_ts: datetime | None = None
-        live_base: datetime | None = None  # wall clock of pts_s == 0 (live)
-        rtcp_base: datetime | None = None
         pace_wall0 = pace_pts0 = None
         read_error: BaseException | None = None
         slot_len = 1.0 / self.target_fps
@@ -412,7 +438,13 @@ class FrameSampler(Iterator[SampledFrame]):
                     break
                 try:
                     frames = packet.decode()
+                    decode_error = None
                 except av.error.FFmpegError as exc:
+                    frames, decode_error = (), exc
+                if self.packet_sink is not None and packet.size:  # after decoding: the sink may rebase it
+                    self.packet_sink(packet)
+                if decode_error is not None:
+                    exc = decode_error
                     stats.decode_errors += 1
                     consecutive_errors += 1
                     log.warning("%s: skipped a packet that failed to decode (pts=%s): %s",
@@ -433,11 +465,11 @@ class FrameSampler(Iterator[SampledFrame]):
                         pts_s = (last_pts_s + period) if last_pts_s is not None else 0.0
                         raw_s = None
                     else:
-                        if pts0 is None:
+                        if self._pts0 is None:
                             start = stream.start_time
-                            pts0 = frame.pts if (self.live or start is None or start > frame.pts) else start
+                            self._pts0 = frame.pts if (self.live or start is None or start > frame.pts) else start
                         raw_s = float(frame.pts * tb)
-                        pts_s = float((frame.pts - pts0) * tb) + offset_s
+                        pts_s = float((frame.pts - self._pts0) * tb) + self._offset_s
                         if last_pts_s is not None and pts_s < last_pts_s:
                             # Decoded frames come in presentation order. A small step back is a
                             # frame the decoder released out of order after damage: drop it.
@@ -451,9 +483,9 @@ class FrameSampler(Iterator[SampledFrame]):
                             log.warning("%s: PTS went back %.3f s; timeline kept continuous",
                                         redact_url(url), last_pts_s - pts_s)
                             shift = (last_pts_s + period) - pts_s
-                            offset_s += shift
+                            self._offset_s += shift
                             pts_s += shift
-                            rtcp_base = None  # the camera's mapping no longer holds
+                            self._rtcp_base = None  # the camera's mapping no longer holds
                     last_pts_s = pts_s
                     stats.last_pts_s = pts_s
                     dur = getattr(frame, "duration", None)
@@ -468,22 +500,22 @@ class FrameSampler(Iterator[SampledFrame]):
                         source_ts = self._anchor + timedelta(seconds=pts_s)
                     else:
                         now = datetime.now(timezone.utc)
-                        if rtcp_base is None and raw_s is not None and offset_s == 0.0:
-                            rtcp_base = self._live_clock_base(raw_s)
-                            if rtcp_base is not None and stats.clock != "rtcp":
+                        if self._rtcp_base is None and raw_s is not None and self._offset_s == 0.0:
+                            self._rtcp_base = self._live_clock_base(raw_s)
+                            if self._rtcp_base is not None and stats.clock != "rtcp":
                                 stats.clock = "rtcp"
                                 log.info("%s: using the camera's RTCP clock for capture times", redact_url(url))
-                        if rtcp_base is not None and raw_s is not None:
-                            source_ts = rtcp_base + timedelta(seconds=raw_s)
+                        if self._rtcp_base is not None and raw_s is not None:
+                            source_ts = self._rtcp_base + timedelta(seconds=raw_s)
                         else:
-                            if live_base is None:
+                            if self._live_base is None:
                                 # Opening probes about a second of packets, which then arrive in
                                 # a burst: the connection's start bounds the first capture better.
-                                live_base = min(now - timedelta(seconds=pts_s), self._open_started)
-                            source_ts = live_base + timedelta(seconds=pts_s)
+                                self._live_base = min(now - timedelta(seconds=pts_s), self._open_started)
+                            source_ts = self._live_base + timedelta(seconds=pts_s)
                         if source_ts > now:  # a capture cannot lie in the future: re-anchor
-                            if rtcp_base is None:
-                                live_base = now - timedelta(seconds=pts_s)
+                            if self._rtcp_base is None:
+                                self._live_base = now - timedelta(seconds=pts_s)
                             source_ts = now
                         if prev_ts is not None and source_ts <= prev_ts:
                             source_ts = prev_ts + timedelta(microseconds=1)

@@ -27,6 +27,10 @@ LAG_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
 )
 READY = Gauge("vigil_ready", "1 when the stage is ready to serve.", ["stage"])
+LAST_BATCH_DONE = Gauge(
+    "vigil_last_batch_done_timestamp_seconds",
+    "Wall-clock time (Unix seconds) at which the stage last finished a batch, outputs delivered.", ["stage"],
+)
 
 
 class Health:

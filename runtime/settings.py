@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -74,9 +74,17 @@ class ModelSettings(BaseModel):
 
 
 class CameraSettings(BaseModel):
-    id: str = Field(min_length=1, description="Camera id: the key of every event derived from it.")
-    url: str = Field(description="File path, rtsp://, http(s):// URL.")
+    id: str = Field(min_length=1, pattern=r"^[^/\s]+$", description="Camera id: the key of every event derived from it (no '/' or spaces).")
+    url: str = Field(description="File path, rtsp://, http(s):// URL, s3://BUCKET/KEY (a footage object) or "
+                                 "footage://CAMERA?from=T1&to=T2 (recorded segments, what `vigil replay` reads).")
     target_fps: float | None = Field(None, gt=0, description="Overrides ingest.target_fps for this camera.")
+    mode: Literal["fps", "keyframes"] = Field("fps", description="Sampling: 'fps' samples at the target fps by presentation time; "
+                                                                 "'keyframes' decodes keyframes only (about 100x cheaper), at most target fps of them.")
+    live: bool | None = Field(None, description="Live camera (reconnects, drops oldest frames under backpressure) or recording (ends, waits). "
+                                                "None: rtsp/rtmp/udp/srt/... are live; files, http(s) and s3 are recordings.")
+    rtsp_transport: Literal["tcp", "udp"] | None = Field(None, description="Overrides ingest.rtsp_transport for this camera.")
+    hwaccel: bool | None = Field(None, description="Overrides ingest.hwaccel for this camera.")
+    record: bool | None = Field(None, description="Overrides ingest.record for this camera.")
 
 
 class IngestSettings(BaseModel):
@@ -86,15 +94,56 @@ class IngestSettings(BaseModel):
     max_width: int | None = Field(1280, description="Downscale frames wider than this before publishing (None keeps size).")
     frame_transport: Literal["inline", "s3"] = Field("inline", description="inline: JPEG in the event; s3: JPEG in the frames bucket, key in the event.")
     realtime: bool = Field(False, description="Pace file sources at their native speed, as a live camera would.")
+    hwaccel: bool = Field(False, description="Ask for CUDA decoding; sources fall back to software decoding where it is unavailable.")
+    rtsp_transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport: tcp (interleaved, robust through NAT) or udp (RTP over UDP).")
+    timeout_s: float = Field(10.0, gt=0, description="Connect and read timeout of network sources; a silent live camera is declared lost after about twice this.")
+    queue_frames: int = Field(8, ge=1, description="Bounded queue of sampled frames per camera, between decoding and publishing.")
+    live_backpressure: Literal["drop_oldest", "wait"] = Field("drop_oldest", description="Policy of a live camera's full queue: drop_oldest keeps latency low (each drop is counted); wait blocks decoding.")
+    file_backpressure: Literal["drop_oldest", "wait"] = Field("wait", description="Policy of a recording's full queue: wait skips nothing; drop_oldest keeps up with realtime pacing.")
+    reconnect_initial_s: float = Field(1.0, gt=0, description="First reconnect delay of a live camera; doubles per failed attempt up to reconnect_max_s.")
+    reconnect_max_s: float = Field(30.0, gt=0, description="Upper bound of the reconnect delay.")
+    reconnect_jitter: float = Field(0.2, ge=0, le=1, description="Each delay is drawn from [bound * (1 - jitter), bound], so cameras behind one server do not return in lockstep.")
+    reconnect_max_attempts: int | None = Field(None, ge=1, description="Reconnect attempts in a row before a live camera is declared failed (None: forever).")
+    record: bool = Field(False, description="Record footage: remux (no re-encoding) each camera into rolling MP4 segments in the footage bucket.")
+    segment_s: float = Field(10.0, gt=0, description="Target length of a footage segment; a segment is cut at the first keyframe after it.")
+    footage_retention_h: float = Field(72.0, gt=0, description="Recorded segments older than this many hours are deleted by the ingest that records the camera.")
+    retention_interval_s: float = Field(600.0, gt=0, description="How often ingest enforces footage retention.")
+    status_dir: Path | None = Field(None, description="Where each ingest process writes its cameras' states for `vigil status` (None: <VIGIL_HOME>/ingest).")
+
+
+class FaceQualityOverrides(BaseModel):
+    """One camera's quality limits; a field left unset keeps the section's default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_face_px: int | None = Field(None, ge=10, description="Minimum face box side in pixels (default: detect.min_face_px).")
+    min_prob: float | None = Field(None, ge=0, le=1, description="Minimum detection probability (default: detect.min_prob).")
+    min_sharpness: float | None = Field(None, ge=0, description="Minimum variance of the Laplacian of the grey crop (default: detect.quality.min_sharpness).")
+    max_yaw_deg: float | None = Field(None, ge=0, le=90, description="Largest |yaw| in degrees (default: detect.quality.max_yaw_deg).")
+    max_pitch_deg: float | None = Field(None, ge=0, le=90, description="Largest |pitch| in degrees (default: detect.quality.max_pitch_deg).")
+
+
+class FaceQualitySettings(BaseModel):
+    """The quality gate of the detect stage: faces failing it are counted (vigil_faces_rejected_total) and not published.
+
+    Size and probability limits default to ``detect.min_face_px`` and ``detect.min_prob``; ``per_camera``
+    overrides any limit for one camera.
+    """
+
+    min_sharpness: float = Field(15.0, ge=0, description="Minimum variance of the Laplacian of the grey-level crop (blur); sharp crops measure 50 to several hundred.")
+    max_yaw_deg: float = Field(45.0, ge=0, le=90, description="Largest |yaw| in degrees, estimated from the five landmarks.")
+    max_pitch_deg: float = Field(35.0, ge=0, le=90, description="Largest |pitch| in degrees, estimated from the five landmarks.")
+    per_camera: dict[str, FaceQualityOverrides] = Field(default_factory=dict, description="Camera id -> the limits that camera overrides.")
 
 
 class DetectSettings(BaseModel):
     batch_size: int = Field(8, ge=1, description="Frames per detector batch.")
     batch_wait_s: float = Field(0.2, ge=0, description="Longest wait to fill a batch.")
-    min_prob: float = Field(0.95, ge=0, le=1, description="Minimum detection probability.")
-    min_face_px: int = Field(40, ge=10, description="Minimum face box side in pixels.")
+    min_prob: float = Field(0.95, ge=0, le=1, description="Minimum detection probability (the stage's quality gate default; per-camera overrides in quality.per_camera).")
+    min_face_px: int = Field(40, ge=10, description="Minimum face box side in pixels (the quality gate default; the stage's detector searches down to the smallest limit of any camera).")
     crop_size: int = Field(160, description="Aligned crop side (the embedder's input).")
     crop_margin: int = Field(32, ge=0, description="Margin around the box, in crop pixels (32-44 separates identities best).")
+    quality: FaceQualitySettings = Field(default_factory=FaceQualitySettings, description="Quality gate: blur and pose limits, per-camera overrides.")
 
 
 class EmbedSettings(BaseModel):
@@ -103,10 +152,15 @@ class EmbedSettings(BaseModel):
 
 
 class MatchSettings(BaseModel):
-    threshold: float = Field(0.5, ge=-1, le=1, description="Cosine similarity at or above which a face matches a person.")
+    threshold: float = Field(0.5, ge=-1, le=1, description="Cosine similarity at or above which a face matches a person; a track alerts when a person's aggregate score over it reaches this too.")
     batch_size: int = Field(64, ge=1, description="Embeddings per Milvus search batch.")
     batch_wait_s: float = Field(0.1, ge=0, description="Longest wait to fill a batch.")
-    cooldown_s: float = Field(30.0, ge=0, description="Suppress repeat alerts for the same (camera, person) within this many seconds of source time.")
+    search_k: int = Field(5, ge=1, le=100, description="Watchlist entries returned per face; each person's best among them is that face's score for the person.")
+    min_track_faces: int = Field(2, ge=1, description="Faces of a track that must each reach the threshold for a person before the track can alert on that person.")
+    track_gap_s: float = Field(2.0, gt=0, description="A track ends when its camera shows no face of it for this many seconds of source time.")
+    track_similarity: float = Field(0.5, ge=-1, le=1, description="Cosine similarity to a track's mean embedding at which a face joins the track.")
+    track_iou_bonus: float = Field(0.2, ge=0, le=1, description="How much overlap with the track's last box lowers that similarity: by this times the IoU.")
+    max_tracks_per_camera: int = Field(32, ge=1, description="Open tracks held per (run, camera); the least recently seen is ended (reason evicted) beyond this.")
 
 
 class StageSettings(BaseModel):

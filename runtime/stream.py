@@ -198,6 +198,7 @@ class StreamStage:
         now = datetime.now(timezone.utc)
         for _, event in valid:
             metrics.LAG_SECONDS.labels(self.name).observe(max(0.0, (now - event.source_ts).total_seconds()))
+        metrics.LAST_BATCH_DONE.labels(self.name).set(now.timestamp())
 
     async def _process_with_retry(self, valid: list[tuple[object, Envelope]]) -> list[Output]:
         events = [event for _, event in valid]

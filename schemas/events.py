@@ -99,6 +99,12 @@ class FaceEvent(Envelope):
     snapshot_key: str = Field(description="S3 key of the whole frame (evidence bucket, transient prefix).")
     frame_width: int = Field(gt=0)
     frame_height: int = Field(gt=0)
+    # Added within v1 (optional, so payloads written before it still validate): None = not measured.
+    quality: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Detect's quality score of the crop in [0, 1] from its sharpness and pose (1: sharp and frontal); "
+                    "None when not measured. Size and det_prob are separate fields.",
+    )
 
 
 class EmbeddingEvent(Envelope):
@@ -116,15 +122,25 @@ class EmbeddingEvent(Envelope):
     snapshot_key: str
     model: str = Field(description="Embedding model id (weights name and hash prefix).")
     embedding: list[float] = Field(min_length=512, max_length=512, description="L2-normalised vector.")
+    # Added within v1 (optional, so payloads written before it still validate).
+    quality: float | None = Field(default=None, ge=0, le=1, description="The face's FaceEvent.quality, passed through; None when not measured.")
 
 
 class AlertEvent(Envelope):
-    """A watch-listed person was seen. Downstream systems consume these."""
+    """A watch-listed person was seen. Downstream systems consume these.
+
+    Match raises at most one alert per (track, person): a track is one camera's faces of one person over
+    consecutive frames. The face fields (``face_event_id``, ``box``, ``score``, the evidence keys,
+    ``source_ts`` and ``trace_id``) describe the track's best face for the person, the ``track_*`` fields
+    the decision over the whole track. The ``track_*`` fields were added within v1 as optional fields
+    (a backward-compatible change: older payloads, from before tracking, lack them and still validate,
+    reading as None); consumers must accept None there.
+    """
 
     event_type: Literal["alert"] = "alert"
     schema_version: Literal[1] = 1
 
-    alert_id: str = Field(description="Deterministic id: the same sighting always gives the same id, so consumers can deduplicate.")
+    alert_id: str = Field(description="Deterministic id, from the track and the person: a retried or redelivered sighting gives the same id, so consumers can deduplicate.")
     person_id: str
     score: float = Field(description="Cosine similarity between the face and the person's closest enrolled template.")
     threshold: float = Field(description="Decision threshold in force when the alert was raised.")
@@ -133,6 +149,30 @@ class AlertEvent(Envelope):
     snapshot_key: str = Field(description="S3 key of the frame (evidence bucket, alerts prefix).")
     crop_key: str = Field(description="S3 key of the face crop (evidence bucket, alerts prefix).")
     model: str
+    track_id: str | None = Field(default=None, description="The track the alert decides on (see TrackEndedEvent); None from producers before tracking.")
+    track_score: float | None = Field(default=None, description="The person's aggregate score over the track when the alert was raised (weighted mean of per-face scores).")
+    track_faces: int | None = Field(default=None, ge=1, description="Faces in the track when the alert was raised.")
+
+
+class TrackEndedEvent(Envelope):
+    """A track ended: one camera's consecutive faces of one person, as match tied them together.
+
+    A track ends when its camera has shown no face for it for ``match.track_gap_s`` seconds of source
+    time, which match notices when a later face of the same camera (and run) arrives, or when it is
+    evicted to bound memory. ``source_ts`` is the source time of the track's last face.
+    """
+
+    event_type: Literal["track_ended"] = "track_ended"
+    schema_version: Literal[1] = 1
+
+    track_id: str = Field(description="Deterministic id, from the run, camera and the track's first face; AlertEvent.track_id refers to it.")
+    reason: Literal["gap", "evicted"] = Field(description="gap: not seen for match.track_gap_s; evicted: dropped to bound the tracks held per camera.")
+    started_at: datetime = Field(description="Source time of the track's first face.")
+    first_face_event_id: str
+    last_face_event_id: str
+    faces: int = Field(ge=1, description="Faces in the track.")
+    last_box: Box = Field(description="Box of the track's last face, in frame pixels.")
+    alerted_person_ids: list[str] = Field(default_factory=list, description="Persons an alert was raised for on this track.")
 
 
 class AuditEvent(Envelope):
@@ -162,4 +202,6 @@ class DeadLetterEvent(Envelope):
     payload: Base64Bytes = Field(description="The original message value, unchanged.")
 
 
-EVENT_TYPES: tuple[type[Envelope], ...] = (FrameEvent, FaceEvent, EmbeddingEvent, AlertEvent, AuditEvent, DeadLetterEvent)
+EVENT_TYPES: tuple[type[Envelope], ...] = (
+    FrameEvent, FaceEvent, EmbeddingEvent, AlertEvent, TrackEndedEvent, AuditEvent, DeadLetterEvent,
+)

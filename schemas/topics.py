@@ -16,6 +16,7 @@ from schemas.events import (
     Envelope,
     FaceEvent,
     FrameEvent,
+    TrackEndedEvent,
 )
 
 HOUR_MS = 3_600_000
@@ -61,6 +62,10 @@ ALERTS = TopicSpec(
     "vigil.alerts.v1", AlertEvent, "camera_id", 4, 30 * DAY_MS, "delete",
     "Watchlist hits for downstream systems. Keyed by camera, so one camera's alerts stay in order.",
 )
+TRACKS = TopicSpec(
+    "vigil.tracks.v1", TrackEndedEvent, "camera_id", 4, 7 * DAY_MS, "delete",
+    "One event per ended face track (a camera's consecutive faces of one person), with the persons alerted on it.",
+)
 AUDIT = TopicSpec(
     "vigil.audit.v1", AuditEvent, "camera_id", 1, -1, "delete",
     "Append-only accountability log: enrolments, removals, searches, retention deletes. One partition keeps a total order.",
@@ -70,5 +75,5 @@ DEAD_LETTERS = TopicSpec(
     "Messages a stage could not process, with the reason and the original bytes.",
 )
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (FRAMES, FACES, EMBEDDINGS, ALERTS, AUDIT, DEAD_LETTERS)
+ALL_TOPICS: tuple[TopicSpec, ...] = (FRAMES, FACES, EMBEDDINGS, ALERTS, TRACKS, AUDIT, DEAD_LETTERS)
 BY_NAME = {t.name: t for t in ALL_TOPICS}

@@ -45,6 +45,16 @@ class StageProcess:
     port: int
     process: subprocess.Popen
     log_path: Path
+    peak_rss_kb: int = 0  # VmHWM, sampled while the process runs (see sample_memory)
+
+    def sample_memory(self) -> None:
+        """Keep the process's peak resident set size (``VmHWM``); a no-op once it has exited or without procfs."""
+        try:
+            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    self.peak_rss_kb = max(self.peak_rss_kb, int(line.split()[1]))
+        except (OSError, ValueError, IndexError):
+            pass
 
     def scrape(self) -> dict[str, float]:
         """Sum of each metric sample by name and labels, e.g. ``vigil_events_in_total{topic=...}``."""
@@ -86,11 +96,15 @@ class RunSummary:
     fps: dict[str, float] = field(default_factory=dict)
     camera_errors: dict[str, list[str]] = field(default_factory=dict)
     wall_s: float = 0.0
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)  # per stage process, VmHWM
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # each stage's last /metrics scrape
 
 
 class PipelineRun:
-    def __init__(self, settings: VigilSettings, sources: list[str], *, home: Path, out=sys.stdout):
+    def __init__(self, settings: VigilSettings, sources: list[str], *, home: Path, out=sys.stdout,
+                 stage_env: dict[str, dict[str, str]] | None = None):
         self.settings = settings
+        self.stage_env = stage_env or {}  # extra environment per stage process, e.g. {"detect": {"VIGIL_MODELS__TORCH_THREADS": "1"}}
         self.sources = sources
         self.home = home
         self.run_id = f"run-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -102,7 +116,8 @@ class PipelineRun:
         log_dir = self.home / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{self.run_id}-{name}.log"
-        env = dict(os.environ, VIGIL_STAGE__HEALTH_PORT=str(port), VIGIL_STAGE__LOG_FORMAT="json", **(extra_env or {}))
+        env = {**os.environ, **self.stage_env.get(name, {}), **(extra_env or {}),
+               "VIGIL_STAGE__HEALTH_PORT": str(port), "VIGIL_STAGE__LOG_FORMAT": "json"}
         with open(log_path, "wb") as log_file:
             process = subprocess.Popen([sys.executable, "-m", "vigil.cli", "stage", name], env=env, stdout=log_file, stderr=subprocess.STDOUT)
         stage = StageProcess(name, port, process, log_path)
@@ -135,7 +150,11 @@ class PipelineRun:
             summary.camera_errors = {c: r["errors"] for c, r in self._ingest_result().items() if r["errors"]}
         finally:
             final = {name: stage.scrape() for name, stage in self.stages.items()}
+            for stage in self.stages.values():
+                stage.sample_memory()
             self._stop_all()
+        summary.peak_rss_mb = {name: stage.peak_rss_kb / 1024 for name, stage in self.stages.items()}
+        summary.metrics = final
         summary.counts, summary.fps = self._totals(final)
         summary.counts["alerts"] = len(summary.alerts)
         summary.wall_s = time.monotonic() - started
@@ -161,6 +180,8 @@ class PipelineRun:
         while time.monotonic() < deadline:
             self._collect_alerts(alerts, summary, seen, timeout_s=0.5)
             scraped = {name: stage.scrape() for name in STREAM_STAGES for stage in [self.stages[name]]}
+            for stage in self.stages.values():
+                stage.sample_memory()
             ingest_done = ingest.process.poll() is not None
             if ingest_done:
                 published = float(sum(r["frames"] for r in self._ingest_result().values()))

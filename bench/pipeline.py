@@ -1,0 +1,463 @@
+"""The whole pipeline against the bare models, on the same footage, device and cores, in one run.
+
+    python -m bench.pipeline [--seconds 40] [--fps 5] [--size 960x540] [--stage-threads detect=2,embed=1]
+
+One camera: footage made with ``vigil.footage.make_footage`` from face-pairs
+photos (people on the watchlist shown in photos that were *not* enrolled,
+alternating with strangers; the bundled sample photos when the dataset is
+missing), encoded at 10 fps and sampled at ``--fps`` (5) by ingest, as a
+camera would be. A local stack is started in a temporary home, the people are
+enrolled with ``vigil.enroll.Enroller``, then:
+
+1. **bare**: the models called in a loop in this process, one frame at a
+   time: decode and sample (``ingest.source.sample_frames``) -> detect
+   (``FaceDetector``) -> embed (``FaceEmbedder``) -> brute-force match
+   (NumPy, against the enrolled vectors read back from Milvus). No JPEG, no
+   Kafka, no S3, no Milvus. bare fps = frames / wall time of the loop (models
+   loaded before). Measured before and after the pipeline throughput run
+   (the machine is shared: the two tell how much the load moved); the mean
+   is used.
+2. **pipeline, throughput**: ``vigil.run.PipelineRun`` (every stage its own
+   process over Kafka, S3 and Milvus), ingest not paced (it publishes as fast
+   as it decodes). pipeline fps = frames / (T_end - T_start), where T_start
+   is the ``produced_at`` of the run's first FrameEvent (ingest publishing
+   it) and T_end is match's ``vigil_last_batch_done_timestamp_seconds``
+   (the last embedding matched, outputs delivered). Process start-up and
+   model loading happen before ingest starts and are excluded; the drain
+   detection of the runner (polling) is excluded too.
+3. **pipeline, latency**: the same, with ingest paced in real time
+   (``VIGIL_INGEST__REALTIME=true``, so ``source_ts`` is the wall-clock
+   capture time) and ``match.cooldown_s=0`` so that every matched face raises
+   an alert (at most one per person per match batch). Frame-to-alert latency
+   = alert ``produced_at`` - ``source_ts``: capture -> JPEG -> Kafka -> detect
+   -> S3 evidence -> Kafka -> embed -> Kafka -> Milvus search -> S3 copies ->
+   alert produced. Also the mean age of every event when each stage finished
+   with it (``vigil_event_age_seconds``), to show where the time goes.
+
+Peak memory is each stage process's ``VmHWM`` (``/proc/PID/status``),
+sampled by the runner until just before it stops the stages; the bare row is
+this process's (which also holds the frames and enrolment).
+
+``--stage-threads detect=1,embed=1`` sets ``models.torch_threads`` per stage
+process; ``--env KEY=VALUE`` sets any setting for every stage process (e.g.
+``VIGIL_DETECT__BATCH_WAIT_S=0.05``); ``--skip-latency`` /
+``--skip-throughput`` run one half. The last line printed is
+``ratio=<pipeline_fps/bare_fps> pipeline_fps=<x> bare_fps=<y> p99_ms=<z>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import REPO, machine, markdown_table, percentile_ms, print_machine, text_table
+
+SOURCE_FPS = 10
+SCENE_S = 4.0
+
+
+# --------------------------------------------------------------------------- footage and watchlist
+
+@dataclass
+class Workload:
+    footage: Path
+    n_source_frames: int
+    watchlist: dict[str, list[Path]]  # person -> photos to enroll
+    shown: list[str]  # scene labels, in order
+    dataset: str
+
+
+def build_workload(folder: Path, *, seconds: float, size: tuple[int, int], enrolled_people: int = 6) -> Workload:
+    """Footage of ``seconds`` at ``SOURCE_FPS`` and the watchlist to enroll (see the module doc)."""
+    from vigil.footage import Scene, identities, make_footage
+
+    frames_per_scene = max(2, round(SCENE_S * SOURCE_FPS))
+    n_scenes = max(1, round(seconds / SCENE_S))
+    people = identities()
+    if people:
+        candidates = sorted(p for p, photos in people.items() if len(photos) >= 3)[:enrolled_people]
+        watchlist = {p: people[p][:2] for p in candidates}
+        strangers = [people[p][0] for p in sorted(people) if p not in watchlist]
+        known = [(photo, p) for p in candidates for photo in people[p][2:]]
+        dataset = "face-pairs"
+    else:
+        from vigil.enroll import photos_by_person
+
+        samples = REPO / "media" / "samples"
+        watchlist = photos_by_person(samples / "watchlist")
+        scene_photos = sorted((samples / "scenes").glob("*.jpg"))
+        known = [(p, next(iter(watchlist))) for p in scene_photos if p.stem.startswith(next(iter(watchlist)))]
+        strangers = [p for p in scene_photos if not p.stem.startswith(next(iter(watchlist)))]
+        dataset = "media/samples"
+    scenes = []
+    for i in range(n_scenes):
+        if i % 2 == 0 and known:
+            photo, label = known[(i // 2) % len(known)]
+        elif strangers:
+            photo, label = strangers[(i // 2) % len(strangers)], "stranger"
+        else:
+            photo, label = known[i % len(known)]
+        scenes.append(Scene(photo, frames_per_scene, label))
+    truth = make_footage(folder / "camera.mp4", scenes, fps=SOURCE_FPS, size=size, seed=0)
+    return Workload(truth.path, truth.n_frames, watchlist, [s.label for s in scenes], dataset)
+
+
+# --------------------------------------------------------------------------- bare loop
+
+@dataclass
+class BareResult:
+    frames: int
+    faces: int
+    matched: int
+    wall_s: float
+    steps_s: dict[str, float]
+    torch_threads: int
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_s if self.wall_s else 0.0
+
+
+def bare_loop(footage: Path, fps: float, *, detector, embedder, gallery: np.ndarray, gallery_ids: list[str],
+              threshold: float, max_width: int | None) -> BareResult:
+    """decode -> detect -> embed -> brute-force match, one frame at a time, in this process."""
+    import torch
+
+    from ingest.source import sample_frames
+
+    steps = {"decode": 0.0, "detect": 0.0, "embed": 0.0, "match": 0.0}
+    frames = faces = matched = 0
+    started = time.perf_counter()
+    sampler = sample_frames(str(footage), fps, max_width=max_width)
+    while True:
+        t0 = time.perf_counter()
+        frame = next(sampler, None)
+        t1 = time.perf_counter()
+        steps["decode"] += t1 - t0
+        if frame is None:
+            break
+        frames += 1
+        found = detector.detect([frame.image])[0]
+        t2 = time.perf_counter()
+        steps["detect"] += t2 - t1
+        if not found:
+            continue
+        faces += len(found)
+        vectors = embedder.embed([f.crop for f in found])
+        t3 = time.perf_counter()
+        steps["embed"] += t3 - t2
+        if len(gallery):
+            scores = vectors @ gallery.T
+            best = scores.argmax(axis=1)
+            matched += int(sum(scores[i, b] >= threshold for i, b in enumerate(best)))
+        steps["match"] += time.perf_counter() - t3
+    return BareResult(frames, faces, matched, time.perf_counter() - started, steps, torch.get_num_threads())
+
+
+def read_gallery(watchlist) -> tuple[np.ndarray, list[str]]:
+    rows = watchlist.client.query(watchlist.collection, filter="id >= 0", output_fields=["person_id", "embedding"],
+                                  limit=16384, consistency_level="Strong")
+    if not rows:
+        return np.zeros((0, 512), np.float32), []
+    return np.asarray([r["embedding"] for r in rows], dtype=np.float32), [r["person_id"] for r in rows]
+
+
+# --------------------------------------------------------------------------- pipeline runs
+
+@dataclass
+class PipelineResult:
+    mode: str
+    frames: int
+    faces: float
+    embeddings: float
+    alerts: int
+    t_start: float | None  # Unix seconds: first frame published
+    t_end: float | None  # Unix seconds: match finished its last batch
+    runner_wall_s: float
+    busy_s: dict[str, float]
+    batches: dict[str, float]
+    mean_age_s: dict[str, float]
+    age_hist_p: dict[str, float]  # match's event age percentiles from its histogram (bucket-interpolated)
+    latencies_s: list[float] = field(default_factory=list)
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    detect_handled: float = 0.0
+
+    @property
+    def wall_s(self) -> float | None:
+        return (self.t_end - self.t_start) if self.t_start and self.t_end else None
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_s if self.wall_s else 0.0
+
+
+def _samples(values: dict[str, float], name: str) -> dict[str, float]:
+    """label string -> value, for the samples of ``name`` (e.g. ``{le=0.5}``)."""
+    return {k[len(name):]: v for k, v in values.items() if k.startswith(name + "{")}
+
+
+def histogram_quantile(values: dict[str, float], name: str, q: float) -> float | None:
+    """Prometheus-style quantile from the cumulative buckets of ``name`` (linear inside a bucket)."""
+    buckets = []
+    for labels, count in _samples(values, name + "_bucket").items():
+        m = re.search(r"le=([^,}]+)", labels)
+        if m:
+            buckets.append((float(m.group(1)), count))
+    buckets.sort()
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    total = buckets[-1][1]
+    rank = q * total
+    prev_le, prev_count = 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if le == float("inf"):
+                return prev_le
+            return prev_le + (le - prev_le) * ((rank - prev_count) / (count - prev_count) if count > prev_count else 0)
+        prev_le, prev_count = le, count
+    return prev_le
+
+
+def first_frame_time(kafka_settings, run_id: str) -> tuple[float | None, int]:
+    from runtime.kafka import EventReader
+    from schemas.topics import FRAMES
+
+    first, count = None, 0
+    with EventReader(kafka_settings, FRAMES) as reader:
+        for read in reader.follow(idle_timeout_s=2):
+            event = read.event
+            if event is not None and event.run_id == run_id:
+                count += 1
+                ts = event.produced_at.timestamp()
+                first = ts if first is None else min(first, ts)
+    return first, count
+
+
+def run_pipeline(settings, footage: Path, home: Path, *, fps: float, realtime: bool, env: dict[str, str],
+                 stage_env: dict[str, dict[str, str]], out) -> PipelineResult:
+    from vigil.run import STREAM_STAGES, PipelineRun, metric
+
+    overrides = {"VIGIL_INGEST__TARGET_FPS": str(fps), "VIGIL_INGEST__REALTIME": "true" if realtime else "false", **env}
+    if realtime:
+        overrides["VIGIL_MATCH__COOLDOWN_S"] = "0"
+    saved = {k: os.environ.get(k) for k in overrides}
+    os.environ.update(overrides)
+    try:
+        run = PipelineRun(settings, [f"cam-1={footage}"], home=home, out=out, stage_env=stage_env)
+        summary = run.execute()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    t_start, published = first_frame_time(settings.kafka, run.run_id)
+    final = summary.metrics
+    match = final.get("match", {})
+    t_end = metric(match, "vigil_last_batch_done_timestamp_seconds") or None
+    busy = {s: metric(final.get(s, {}), "vigil_process_seconds_sum") for s in STREAM_STAGES}
+    batches = {s: metric(final.get(s, {}), "vigil_batch_size_sum") / max(1.0, metric(final.get(s, {}), "vigil_batch_size_count"))
+               for s in STREAM_STAGES}
+    mean_age = {}
+    for s in STREAM_STAGES:
+        n = metric(final.get(s, {}), "vigil_event_age_seconds_count")
+        mean_age[s] = metric(final.get(s, {}), "vigil_event_age_seconds_sum") / n if n else float("nan")
+    hist_p = {f"p{int(q * 100)}": histogram_quantile(match, "vigil_event_age_seconds", q) for q in (0.5, 0.99)}
+    latencies = [(a.produced_at - a.source_ts).total_seconds() for a in summary.alerts]
+    return PipelineResult(
+        mode="latency (ingest paced at real time)" if realtime else "throughput (ingest unpaced)",
+        frames=int(summary.counts.get("frames", published)), faces=summary.counts.get("faces", 0),
+        embeddings=summary.counts.get("embeddings", 0), alerts=len(summary.alerts), t_start=t_start, t_end=t_end,
+        runner_wall_s=summary.wall_s, busy_s=busy, batches=batches, mean_age_s=mean_age, age_hist_p=hist_p,
+        latencies_s=latencies, peak_rss_mb=summary.peak_rss_mb,
+        detect_handled=metric(final.get("detect", {}), "vigil_events_in_total"),
+    )
+
+
+# --------------------------------------------------------------------------- the bench
+
+@dataclass
+class BenchResult:
+    bare: list[BareResult]
+    throughput: PipelineResult | None
+    latency: PipelineResult | None
+    bare_rss_mb: float
+    enrolled: dict[str, int]
+
+    @property
+    def bare_fps(self) -> float:
+        return float(np.mean([b.fps for b in self.bare])) if self.bare else 0.0
+
+    @property
+    def pipeline_fps(self) -> float:
+        return self.throughput.fps if self.throughput else 0.0
+
+    @property
+    def ratio(self) -> float:
+        return self.pipeline_fps / self.bare_fps if self.bare_fps else 0.0
+
+    @property
+    def p99_ms(self) -> float:
+        return percentile_ms(self.latency.latencies_s, 99) if self.latency and self.latency.latencies_s else float("nan")
+
+
+def run_bench(workload: Workload, settings, home: Path, *, fps: float, bare_threads: int | None, throughput: bool = True,
+              latency: bool = True, bare_runs: int = 2, env: dict[str, str] | None = None,
+              stage_env: dict[str, dict[str, str]] | None = None, out=None, log=print) -> BenchResult:
+    """Enrol, then bare loop(s), pipeline throughput run, pipeline latency run (see the module doc)."""
+    from detect.model import FaceDetector
+    from embed.model import FaceEmbedder
+    from runtime.device import apply_torch_threads, pick_device
+    from storage.vectors import Watchlist
+    from vigil.enroll import Enroller
+
+    out = out or open(os.devnull, "w")  # noqa: SIM115 - the runner's progress lines
+    env, stage_env = env or {}, stage_env or {}
+    device = pick_device(settings.models.device)
+    apply_torch_threads(bare_threads)
+    detector = FaceDetector(settings.detect, device)
+    embedder = FaceEmbedder(settings.models.weights_dir, device)
+    enroller = Enroller(settings, detector=detector, embedder=embedder)
+    enrolled = {}
+    try:
+        for person, photos in workload.watchlist.items():
+            enrolled[person] = len(enroller.enroll(person, photos, actor="bench", reason="pipeline benchmark").enrolled)
+    finally:
+        enroller.close()
+    log(f"enrolled {sum(enrolled.values())} photos of {len(enrolled)} people")
+    with Watchlist(settings.milvus) as watchlist:
+        gallery, gallery_ids = read_gallery(watchlist)
+
+    def bare() -> BareResult:
+        result = bare_loop(workload.footage, fps, detector=detector, embedder=embedder, gallery=gallery,
+                           gallery_ids=gallery_ids, threshold=settings.match.threshold, max_width=settings.ingest.max_width)
+        log(f"bare: {result.frames} frames, {result.faces} faces in {result.wall_s:.1f} s = {result.fps:.2f} fps "
+            f"(load avg {machine()['load_avg']})")
+        return result
+
+    bares = [bare()]
+    tp = lat = None
+    if throughput:
+        tp = run_pipeline(settings, workload.footage, home, fps=fps, realtime=False, env=env, stage_env=stage_env, out=out)
+        log(f"pipeline throughput: {tp.frames} frames in {tp.wall_s or 0:.1f} s = {tp.fps:.2f} fps (load avg {machine()['load_avg']})")
+        if tp.detect_handled != tp.frames:
+            log(f"  warning: detect handled {tp.detect_handled:.0f} frames for {tp.frames} published (replayed events?)")
+    for _ in range(bare_runs - 1):
+        bares.append(bare())
+    if latency:
+        lat = run_pipeline(settings, workload.footage, home, fps=fps, realtime=True, env=env, stage_env=stage_env, out=out)
+        log(f"pipeline latency: {len(lat.latencies_s)} alerts, p50 {percentile_ms(lat.latencies_s, 50):.0f} ms "
+            f"p99 {percentile_ms(lat.latencies_s, 99):.0f} ms (load avg {machine()['load_avg']})")
+    bare_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return BenchResult(bares, tp, lat, bare_rss, enrolled)
+
+
+def _f(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None or value != value else format(value, spec)
+
+
+def report_tables(result: BenchResult, fmt=text_table) -> str:
+    parts = []
+    rows = []
+    for i, b in enumerate(result.bare):
+        steps = ", ".join(f"{k} {v / max(1, b.frames) * 1000:.0f}" for k, v in b.steps_s.items())
+        rows.append([f"bare loop, run {i + 1}", str(b.frames), str(b.faces), _f(b.wall_s, ".1f"), _f(b.fps), steps])
+    for p in (result.throughput, result.latency):
+        if p is None:
+            continue
+        busy = ", ".join(f"{s} {p.busy_s[s] / max(1, p.frames) * 1000:.0f}" for s in p.busy_s)
+        rows.append([f"pipeline, {p.mode}", str(p.frames), str(int(p.faces)), _f(p.wall_s, ".1f"), _f(p.fps), f"busy {busy}"])
+    parts.append(fmt(["run", "frames", "faces", "wall s", "fps", "ms per frame (bare: per step; pipeline: busy per stage)"], rows))
+
+    if result.throughput:
+        p = result.throughput
+        rows = [[s, _f(p.busy_s[s], ".1f"), _f(p.busy_s[s] / p.wall_s * 100 if p.wall_s else None, ".0f"),
+                 _f(p.batches[s], ".1f"), _f(p.peak_rss_mb.get(s), ".0f")] for s in p.busy_s]
+        rows.append(["ingest", "-", "-", "-", _f(p.peak_rss_mb.get("ingest"), ".0f")])
+        rows.append(["bare loop (this process)", "-", "-", "1", _f(result.bare_rss_mb, ".0f")])
+        parts.append(fmt(["stage (throughput run)", "busy s", "busy % of wall", "mean batch", "peak RSS MB"], rows))
+
+    if result.latency:
+        p = result.latency
+        lat = p.latencies_s
+        rows = [["frame-to-alert (alert produced_at - source_ts)", str(len(lat)), _f(percentile_ms(lat, 50), ".0f"),
+                 _f(percentile_ms(lat, 99), ".0f"), _f(max(lat) * 1000 if lat else None, ".0f")]]
+        rows.append(["match event age (histogram, every face)", str(int(p.embeddings)),
+                     _f(p.age_hist_p["p50"] and p.age_hist_p["p50"] * 1000, ".0f"),
+                     _f(p.age_hist_p["p99"] and p.age_hist_p["p99"] * 1000, ".0f"), "-"])
+        for s, age in p.mean_age_s.items():
+            rows.append([f"mean event age when {s} is done", "-", f"mean {_f(age * 1000, '.0f')}", "-", "-"])
+        parts.append(fmt(["latency (ingest paced, 1 camera)", "n", "p50 ms", "p99 ms", "max ms"], rows))
+    return "\n\n".join(parts)
+
+
+def _parse_kv(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=40.0, help="length of the footage (default 40)")
+    parser.add_argument("--fps", type=float, default=5.0, help="frames sampled per second by ingest (default 5)")
+    parser.add_argument("--size", default="960x540", help="footage frame size (default 960x540)")
+    parser.add_argument("--bare-threads", type=int, default=None, help="torch threads of the bare loop (default: settings)")
+    parser.add_argument("--stage-threads", default="", help="torch threads per stage process, e.g. detect=2,embed=1")
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for every stage process (repeatable)")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--bare-runs", type=int, default=2, help="bare loops: before and after the throughput run (default 2)")
+    parser.add_argument("--verbose", action="store_true", help="show the runner's progress lines")
+    parser.add_argument("--markdown", action="store_true", help="also print the tables as Markdown")
+    args = parser.parse_args(argv)
+    size = tuple(int(v) for v in args.size.lower().split("x"))
+    stage_env = {name: {"VIGIL_MODELS__TORCH_THREADS": threads}
+                 for name, threads in _parse_kv([s for s in args.stage_threads.split(",") if s]).items()}
+    env = _parse_kv(args.env)
+
+    from runtime.settings import load_settings
+    from vigil.stack import running_stack
+
+    info = machine()
+    print_machine(info, f"fps {args.fps:g}  footage {args.size} {args.seconds:g} s")
+    if stage_env or env:
+        print(f"stage env: {stage_env} {env}")
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    with tempfile.TemporaryDirectory(prefix="vigil-bench-pipeline-") as tmp:
+        t0 = time.perf_counter()
+        workload = build_workload(Path(tmp), seconds=args.seconds, size=size)
+        log(f"footage: {workload.n_source_frames} frames at {SOURCE_FPS} fps from {workload.dataset} "
+            f"in {time.perf_counter() - t0:.1f} s; scenes {workload.shown}")
+        home = Path(tmp) / "home"
+        with running_stack(home) as stack:
+            os.environ["VIGIL_CONFIG"] = stack["config"]
+            settings = load_settings()
+            result = run_bench(workload, settings, home, fps=args.fps, bare_threads=args.bare_threads,
+                               throughput=not args.skip_throughput, latency=not args.skip_latency,
+                               bare_runs=args.bare_runs, env=env, stage_env=stage_env,
+                               out=sys.stderr if args.verbose else None, log=log)
+    print()
+    print(report_tables(result))
+    if args.markdown:
+        print()
+        print(report_tables(result, markdown_table))
+    print(f"\nload avg at the end {machine()['load_avg']}")
+    print(f"ratio={result.ratio:.3f} pipeline_fps={result.pipeline_fps:.2f} bare_fps={result.bare_fps:.2f} p99_ms={result.p99_ms:.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
