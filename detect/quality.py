@@ -110,12 +110,15 @@ def estimate_pose(landmarks: Sequence[Sequence[float]]) -> tuple[float, float]:
     nose_x = float(np.dot(nose - mid_eyes, u))
     nose_y = float(np.dot(nose - mid_eyes, v))
     mouth_y = float(np.dot(mouth - mid_eyes, v))
-    yaw = math.degrees(math.atan2(nose_x, NOSE_DEPTH_IOD * iod))
     if mouth_y <= 1e-6:  # mouth level with or above the eyes: upside down or degenerate
-        return yaw, 90.0
-    # nose_y / mouth_y = NOSE_HEIGHT_RATIO + (nose depth / eye-to-mouth height) * tan(pitch)
-    pitch = math.degrees(math.atan((nose_y / mouth_y - NOSE_HEIGHT_RATIO) * EYES_TO_MOUTH_IOD / NOSE_DEPTH_IOD))
-    return yaw, pitch
+        return math.degrees(math.atan2(nose_x, NOSE_DEPTH_IOD * iod)), 90.0
+    # Pitch first: nose_y / mouth_y = NOSE_HEIGHT_RATIO + (nose depth / eye-to-mouth height) * tan(pitch).
+    pitch = math.atan((nose_y / mouth_y - NOSE_HEIGHT_RATIO) * EYES_TO_MOUTH_IOD / NOSE_DEPTH_IOD)
+    # Then yaw: the nose's sideways offset over the foreshortened eye distance is its depth towards the
+    # camera (after the pitch) times tan(yaw).
+    depth = NOSE_DEPTH_IOD * math.cos(pitch) - NOSE_HEIGHT_RATIO * EYES_TO_MOUTH_IOD * math.sin(pitch)
+    yaw = math.atan2(nose_x, max(depth, 0.1) * iod)
+    return math.degrees(yaw), math.degrees(pitch)
 
 
 def quality_score(sharpness: float, yaw_deg: float, pitch_deg: float) -> float:

@@ -4,7 +4,9 @@
 it copies the compressed packets into a local MP4 and cuts a new one at the
 first keyframe once ``segment_s`` is reached, so every segment starts with a
 keyframe and plays alone. A segment's times come from the sampler's clock
-(``wallclock_at``), the one the published frames are stamped with. A time
+(``wallclock_at``), the one the published frames are stamped with: its start
+as the segment opens, its end as it closes (a live clock that switches to
+the camera's RTCP clock mid-segment stretches that segment, not the next). A time
 step backwards (a camera restart) also cuts; recording errors lose at most
 the segment in hand and never touch frame publishing.
 
@@ -65,6 +67,7 @@ class SegmentRecorder:
         self._path: Path | None = None
         self._first_pts = 0
         self._end_pts = 0
+        self._start_ts: datetime | None = None
         self._last_dts: int | None = None
         self._step = 0  # the last DTS step: the duration of a packet that gives none
         self._packets = 0
@@ -115,6 +118,9 @@ class SegmentRecorder:
         self._out = av.open(str(self._path), "w", format="mp4", options={"movflags": "+faststart"})
         self._out_stream = self._out.add_stream_from_template(self._template)
         self._first_pts = self._end_pts = pts
+        # The start on the clock in force now: a live clock may change mapping later (RTCP arrives), and the
+        # frames around this moment were stamped with this one. None before the clock is known.
+        self._start_ts = self.sampler.wallclock_at(pts)
         self._last_dts = None
         self._packets = 0
 
@@ -126,8 +132,9 @@ class SegmentRecorder:
         out.close()
         if self._end_pts == self._first_pts:  # padding: close() mends a duration-less last packet
             self._end_pts = self._first_pts + 1
-        start, end = self.sampler.wallclock_at(self._first_pts), self.sampler.wallclock_at(self._end_pts)
-        if start is None or end is None or self._packets == 0:
+        start = self._start_ts or self.sampler.wallclock_at(self._first_pts)
+        end = self.sampler.wallclock_at(self._end_pts)
+        if start is None or end is None or end <= start or self._packets == 0:
             log.warning("camera %s: dropped a segment whose capture time is unknown", self.camera_id)
             SEGMENT_FAILURES.labels(self.camera_id, "clock").inc()
             path.unlink(missing_ok=True)

@@ -42,6 +42,10 @@ MAX_OPEN_CAMERAS = 1024
 TRACKS_OPEN = Gauge("vigil_tracks_open", "Face tracks a match consumer holds open.", ["stage"])
 
 
+def _face_key(event: EmbeddingEvent) -> tuple:
+    return event.run_id, event.camera_id, event.face_event_id
+
+
 class FaceRef(NamedTuple):
     """What a track keeps of a face: enough to raise an alert on it or report the track's end."""
 
@@ -71,7 +75,7 @@ class MatchProcessor(StreamProcessor):
         super().__init__(settings)
         self.params = TrackParams.from_settings(settings.match)
         self.tracks: OrderedDict[tuple, tuple[Track, ...]] = OrderedDict()  # (run, camera) -> open tracks, LRU order
-        self.applied: OrderedDict[str, list[tuple]] = OrderedDict()  # face event id -> its outputs
+        self.applied: OrderedDict[tuple, list[tuple]] = OrderedDict()  # (run, camera, face event id) -> its outputs
 
     def start(self) -> None:
         self.watchlist = Watchlist(self.settings.milvus)
@@ -80,10 +84,10 @@ class MatchProcessor(StreamProcessor):
         self.store.ensure_buckets()
 
     def process(self, embeddings: list[EmbeddingEvent]) -> list[tuple]:
-        todo: dict[str, EmbeddingEvent] = {}
+        todo: dict[tuple, EmbeddingEvent] = {}
         for event in embeddings:
-            if event.face_event_id not in self.applied:
-                todo.setdefault(event.face_event_id, event)
+            if _face_key(event) not in self.applied:
+                todo.setdefault(_face_key(event), event)
         hits = {}
         if todo:
             vectors = np.asarray([e.embedding for e in todo.values()], dtype=np.float32)
@@ -91,20 +95,20 @@ class MatchProcessor(StreamProcessor):
             hits = dict(zip(todo, found))
 
         working: dict[tuple, tuple[Track, ...]] = {}  # new track values; kept only when the whole batch succeeded
-        produced: dict[str, list[tuple]] = {}
+        produced: dict[tuple, list[tuple]] = {}
         outputs: list[tuple] = []
         for event in embeddings:
-            face_id = event.face_event_id
-            if face_id in produced or face_id in self.applied:  # already applied: the same outputs again
-                outputs += produced[face_id] if face_id in produced else self.applied[face_id]
+            face_key = _face_key(event)
+            if face_key in produced or face_key in self.applied:  # already applied: the same outputs again
+                outputs += produced[face_key] if face_key in produced else self.applied[face_key]
                 continue
             key = (event.run_id, event.camera_id)
-            result = step(working.get(key, self.tracks.get(key, ())), self._face(event, hits[face_id]), self.params,
+            result = step(working.get(key, self.tracks.get(key, ())), self._face(event, hits[face_key]), self.params,
                           run_id=event.run_id, camera_id=event.camera_id)
             working[key] = result.tracks
             mine = [self._ended(key, ended) for ended in result.ended]
             mine += [self._alert(key, result.track, person, score) for person, score in result.alerts]
-            produced[face_id] = mine
+            produced[face_key] = mine
             outputs += mine
 
         # Every output exists (evidence copied): keep the new state.
@@ -122,8 +126,8 @@ class MatchProcessor(StreamProcessor):
             last = next(reversed(produced), None)
             if last is not None:  # redelivering that face gives them again too
                 produced[last] = produced[last] + evicted
-        for face_id, mine in produced.items():
-            self.applied[face_id] = mine
+        for face_key, mine in produced.items():
+            self.applied[face_key] = mine
         while len(self.applied) > APPLIED_WINDOW:
             self.applied.popitem(last=False)
         TRACKS_OPEN.labels(self.name).set(sum(len(t) for t in self.tracks.values()))

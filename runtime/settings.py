@@ -42,7 +42,9 @@ class KafkaSettings(BaseModel):
     partitions: int | None = Field(None, description="Override the registry's partition count for every topic (tests).")
     session_timeout_s: float = Field(10.0, description="Consumer group session timeout.")
     heartbeat_interval_s: float = Field(3.0, description="Consumer group heartbeat interval.")
-    compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = Field("gzip", description="Producer compression.")
+    compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = Field(
+        "none", description="Producer compression. Frames and crops are JPEG, which does not compress: gzip cost 4x the publish time of a frame for nothing (bench/transport.py).",
+    )
 
 
 class S3Settings(BaseModel):

@@ -44,9 +44,12 @@ def cmd_down(args) -> int:
 
 
 def cmd_status(args) -> int:
+    from ingest.service import read_status
     from vigil.stack import status
 
-    print(json.dumps(status(_home()), indent=2, default=str))
+    report = status(_home())
+    report["ingest"] = read_status(_settings().ingest)  # each ingest process's cameras: state, fps, drops, last error
+    print(json.dumps(report, indent=2, default=str))
     return 0
 
 
@@ -143,6 +146,47 @@ def _run_pipeline(args, home: Path) -> int:
     return 0
 
 
+def cmd_replay(args) -> int:
+    try:
+        return _replay(args)
+    except ValueError as exc:  # a bad time, window or topic name
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _replay(args) -> int:
+    from ingest.archive import parse_ts
+
+    settings = _settings()
+    if args.topic:
+        from vigil.replay import replay_topic
+
+        if not args.since:
+            print("--topic needs --since TIME", file=sys.stderr)
+            return 2
+        until = parse_ts(args.until) if args.until else None
+        for read in replay_topic(settings, args.topic, parse_ts(args.since), until=until, idle_timeout_s=args.idle_exit):
+            if read.event is None:
+                print(json.dumps({"error": read.error, "partition": read.partition, "offset": read.offset}), file=sys.stderr)
+            else:
+                print(read.event.model_dump_json(), flush=True)
+        return 0
+    from vigil.replay import replay_footage, run_alerts
+
+    if not (args.start and args.end):
+        print("--camera needs --from T1 --to T2", file=sys.stderr)
+        return 2
+    replay = replay_footage(settings, args.camera, parse_ts(args.start), parse_ts(args.end))
+    report = replay.report
+    print(json.dumps({"run_id": replay.run_id, "camera": replay.camera_id, "from": replay.start.isoformat(),
+                      "to": replay.end.isoformat(), "state": report.state, "frames": report.frames,
+                      "errors": report.errors}), flush=True)
+    if args.alerts_idle is not None:
+        for alert in run_alerts(settings, replay.run_id, since=replay.started_at, idle_timeout_s=args.alerts_idle):
+            print(alert.model_dump_json(), flush=True)
+    return 0 if report.state == "ended" else 3
+
+
 def cmd_schemas(args) -> int:
     from schemas.export import export_json_schemas
 
@@ -213,6 +257,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="write a JSON report here (and an HTML page beside it)")
     p.add_argument("--no-stack", action="store_true", help="use the configured services instead of starting the local stack")
     p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("replay", help="replay recorded footage through the pipeline under a replay run id, "
+                                      "or re-read a topic from a point in time")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--camera", help="camera whose recorded footage to replay (with --from and --to)")
+    what.add_argument("--topic", help="registry topic to re-read (with --since), one JSON event per line")
+    p.add_argument("--from", dest="start", metavar="T1", help="footage window start (ISO time; naive is UTC)")
+    p.add_argument("--to", dest="end", metavar="T2", help="footage window end (exclusive)")
+    p.add_argument("--since", help="topic: first record time (ISO; naive is UTC)")
+    p.add_argument("--until", help="topic: last record time (default: read until idle)")
+    p.add_argument("--idle-exit", type=float, default=5.0, help="topic: stop after this many seconds without records")
+    p.add_argument("--alerts-idle", type=float, default=None, metavar="SECONDS",
+                   help="footage: then print the replay's alerts until none came for SECONDS")
+    p.set_defaults(fn=cmd_replay)
 
     p = sub.add_parser("schemas", help="event contracts")
     schema_sub = p.add_subparsers(dest="action", required=True)

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 import socket
-import subprocess
-import sys
-import textwrap
 import time
 from datetime import datetime, timedelta, timezone
 from fractions import Fraction
@@ -20,6 +14,7 @@ import pytest
 from ingest.source import FrameSampler, SourceError, is_live, redact_url, sample_frames
 from runtime.imaging import decode_jpeg, encode_jpeg
 from runtime.settings import IngestSettings
+from tests.ingest.conftest import needs_rtsp
 from vigil.footage import keyframe_offsets, make_corrupt_copy, make_pattern_clip
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -239,57 +234,27 @@ def test_jpeg_round_trip():
 
 # --- a live RTSP camera (GStreamer's RTSP server, when the system has it) ---------
 
-RTSP_SERVER = textwrap.dedent("""
-    import sys, gi
-    gi.require_version("Gst", "1.0"); gi.require_version("GstRtspServer", "1.0")
-    from gi.repository import Gst, GstRtspServer, GLib
-    Gst.init(None)
-    server = GstRtspServer.RTSPServer(); server.set_address("127.0.0.1"); server.set_service(sys.argv[1])
-    factory = GstRtspServer.RTSPMediaFactory(); factory.set_shared(True)
-    factory.set_launch("( videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=25/1 "
-                       "! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 ! rtph264pay name=pay0 pt=96 )")
-    server.get_mount_points().add_factory("/cam", factory)
-    server.attach(None)
-    print("ready", flush=True)
-    GLib.MainLoop().run()
-""")
-
-
-def _has_gst_rtsp_server() -> bool:
-    python = shutil.which("python3", path="/usr/bin")
-    if python is None or os.path.realpath(python) == os.path.realpath(sys.executable):
-        return False
-    probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
-    return subprocess.run([python, "-c", probe], capture_output=True).returncode == 0
-
-
-@pytest.mark.skipif(not _has_gst_rtsp_server(), reason="needs the system python3 with GStreamer's RTSP server (BRIEF section 3)")
+@needs_rtsp
 @pytest.mark.parametrize("transport", ["tcp", "udp"])
-def test_live_rtsp_camera(transport):
-    port = _closed_port()
-    server = subprocess.Popen(["/usr/bin/python3", "-c", RTSP_SERVER, str(port)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout.readline().strip() == "ready"
-        sampler = sample_frames(f"rtsp://127.0.0.1:{port}/cam", 5, rtsp_transport=transport, timeout_s=5)
-        assert sampler.stats.live
-        frames = []
-        for frame in sampler:
-            frames.append((frame, datetime.now(timezone.utc)))
-            if len(frames) == 8:
-                break
-        sampler.close()
-        times = [f.source_ts for f, _ in frames]
-        assert all(b > a for a, b in zip(times, times[1:]))
-        assert all(timedelta(0) <= seen - f.source_ts < timedelta(seconds=2) for f, seen in frames)
-        pts = [f.pts_s for f, _ in frames]
-        assert all(abs((b - a) - 0.2) < 0.05 for a, b in zip(pts, pts[1:]))
-        # The camera goes away mid-stream: the iterator raises, it does not just end.
-        sampler = sample_frames(f"rtsp://127.0.0.1:{port}/cam", 5, rtsp_transport=transport, timeout_s=2)
-        next(sampler)
-        server.send_signal(signal.SIGTERM)
-        with pytest.raises(SourceError, match="stream (ended|lost)"):
-            for _ in sampler:
-                pass
-    finally:
-        server.kill()
-        server.wait()
+def test_live_rtsp_camera(transport, rtsp_camera):
+    camera = rtsp_camera()
+    sampler = sample_frames(camera.url, 5, rtsp_transport=transport, timeout_s=5)
+    assert sampler.stats.live
+    frames = []
+    for frame in sampler:
+        frames.append((frame, datetime.now(timezone.utc)))
+        if len(frames) == 8:
+            break
+    sampler.close()
+    times = [f.source_ts for f, _ in frames]
+    assert all(b > a for a, b in zip(times, times[1:]))
+    assert all(timedelta(0) <= seen - f.source_ts < timedelta(seconds=2) for f, seen in frames)
+    pts = [f.pts_s for f, _ in frames]
+    assert all(abs((b - a) - 0.2) < 0.05 for a, b in zip(pts, pts[1:]))
+    # The camera goes away mid-stream: the iterator raises, it does not just end.
+    sampler = sample_frames(camera.url, 5, rtsp_transport=transport, timeout_s=2)
+    next(sampler)
+    camera.terminate()
+    with pytest.raises(SourceError, match="stream (ended|lost)"):
+        for _ in sampler:
+            pass

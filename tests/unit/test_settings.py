@@ -3,13 +3,13 @@ from runtime.settings import load_settings
 
 def test_env_beats_yaml_file_beats_defaults(tmp_path, monkeypatch):
     config = tmp_path / "vigil.yaml"
-    config.write_text("kafka:\n  bootstrap: file:9092\nmatch:\n  threshold: 0.6\n  cooldown_s: 5\n")
+    config.write_text("kafka:\n  bootstrap: file:9092\nmatch:\n  threshold: 0.6\n  min_track_faces: 5\n")
     monkeypatch.setenv("VIGIL_CONFIG", str(config))
     monkeypatch.setenv("VIGIL_MATCH__THRESHOLD", "0.7")
     settings = load_settings()
     assert settings.kafka.bootstrap == "file:9092"
     assert settings.match.threshold == 0.7  # env wins
-    assert settings.match.cooldown_s == 5  # file fills the rest of the section
+    assert settings.match.min_track_faces == 5  # file fills the rest of the section
     assert settings.detect.crop_size == 160  # defaults stay
 
 

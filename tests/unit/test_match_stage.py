@@ -1,0 +1,159 @@
+"""MatchProcessor's tracking, decisions and retry behaviour, with the watchlist and S3 replaced by fakes.
+
+(tests/stages/test_stages.py runs it against the real Milvus and S3.)
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from match.decision import alert_id, track_id
+from match.stage import MatchProcessor
+from runtime.settings import MatchSettings, VigilSettings
+from schemas.events import AlertEvent, EmbeddingEvent, TrackEndedEvent
+from schemas.topics import ALERTS, TRACKS
+from storage.vectors import Hit
+
+T0 = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
+RNG = np.random.default_rng(3)
+
+
+def unit(v):
+    return v / np.linalg.norm(v)
+
+
+ALICE, STRANGER = unit(RNG.normal(size=512)), unit(RNG.normal(size=512))
+# alice's enrolled template: a face of hers scores about 0.7 against it.
+TEMPLATE = unit(0.7 * ALICE + 0.714 * unit(RNG.normal(size=512)))
+
+
+class FakeWatchlist:
+    """Scores each query against fixed templates (cosine), as Milvus would."""
+
+    def __init__(self, templates: dict[str, np.ndarray]):
+        self.templates = templates
+        self.calls = 0
+
+    def search(self, vectors, limit=1, consistency_level="Strong"):
+        self.calls += 1
+        rows = []
+        for v in np.asarray(vectors, dtype=np.float64):
+            hits = sorted((Hit(person, float(np.dot(unit(v), t)), i) for i, (person, t) in enumerate(self.templates.items())),
+                          key=lambda h: -h.score)
+            rows.append(hits[:limit])
+        return rows
+
+
+class FakeStore:
+    def __init__(self):
+        self.copies: list[tuple[str, str]] = []
+        self.fail = False
+
+    def copy(self, bucket, src, dst):
+        if self.fail:
+            raise ConnectionError("S3 is down")
+        self.copies.append((src, dst))
+
+
+def embedding(i: int, vector, *, camera="cam-a", t=None, x=100.0, run_id=None) -> EmbeddingEvent:
+    noisy = unit(vector + np.random.default_rng(i).normal(scale=0.02, size=512))  # the same event for the same i
+    return EmbeddingEvent(
+        camera_id=camera, source_ts=T0 + timedelta(seconds=i / 6 if t is None else t), trace_id=f"trace-{i}", run_id=run_id,
+        face_event_id=f"frame{i}-f0", frame_event_id=f"frame{i}", face_index=0,
+        box={"x1": x, "y1": 50, "x2": x + 80, "y2": 140}, det_prob=0.99, crop_key=f"transient/crop{i}.jpg",
+        snapshot_key=f"transient/snap{i}.jpg", model="test", embedding=noisy.tolist(), quality=0.9,
+    )
+
+
+def processor(**match) -> MatchProcessor:
+    settings = VigilSettings(match=MatchSettings(**match))
+    proc = MatchProcessor(settings)
+    proc.watchlist = FakeWatchlist({"alice": TEMPLATE})  # nobody else is enrolled
+    proc.store = FakeStore()
+    return proc
+
+
+def alerts(outputs):
+    return [e for spec, e in outputs if spec is ALERTS]
+
+
+def test_one_alert_per_track_with_the_best_face_as_evidence():
+    proc = processor()
+    events = [embedding(i, ALICE, x=60 + 30 * i) for i in range(12)]
+    outputs = proc.process(events[:6]) + proc.process(events[6:])
+    assert [spec for spec, _ in outputs] == [ALERTS]
+    alert: AlertEvent = outputs[0][1]
+    tid = track_id(None, "cam-a", events[0].face_event_id)
+    assert alert.track_id == tid and alert.alert_id == alert.event_id == alert_id(tid, "alice")
+    assert alert.track_faces == 2 and alert.track_score >= 0.5 and alert.score >= alert.track_score - 1e-9
+    best = next(e for e in events[:2] if e.face_event_id == alert.face_event_id)  # the better of the first two faces
+    assert (alert.source_ts, alert.trace_id, alert.box) == (best.source_ts, best.trace_id, best.box)
+    assert proc.store.copies == [(best.snapshot_key, alert.snapshot_key), (best.crop_key, alert.crop_key)]
+    assert alert.crop_key.startswith("alerts/cam-a/2026/01/01/") and alert.crop_key.endswith(f"{alert.alert_id}-crop.jpg")
+    (track,) = proc.tracks[(None, "cam-a")]
+    assert track.faces == 12 and track.alerted == ("alice",)
+
+
+def test_a_stranger_raises_nothing_and_its_track_end_is_published():
+    proc = processor()
+    outputs = proc.process([embedding(i, STRANGER) for i in range(8)])
+    assert outputs == []
+    later = embedding(100, ALICE, t=10.0)  # the camera's next face, past the gap
+    outputs = proc.process([later])
+    assert [spec for spec, _ in outputs] == [TRACKS]
+    ended: TrackEndedEvent = outputs[0][1]
+    assert ended.track_id == track_id(None, "cam-a", "frame0-f0") and ended.event_id == f"{ended.track_id}-end"
+    assert (ended.reason, ended.faces, ended.alerted_person_ids) == ("gap", 8, [])
+    assert ended.started_at == T0 and ended.source_ts == T0 + timedelta(seconds=7 / 6)
+    assert ended.first_face_event_id == "frame0-f0" and ended.last_face_event_id == "frame7-f0" and ended.trace_id == "trace-7"
+    TRACKS.decode(TRACKS.encode(ended))  # a valid payload of its topic
+
+
+def test_a_batch_that_fails_part_way_leaves_no_trace_and_its_retry_gives_the_same_outputs():
+    proc = processor()
+    proc.process([embedding(0, ALICE)])
+    before = proc.tracks[(None, "cam-a")]
+    batch = [embedding(1, ALICE), embedding(2, ALICE)]
+    proc.store.fail = True
+    with pytest.raises(ConnectionError):
+        proc.process(batch)
+    assert proc.tracks[(None, "cam-a")] is before and (None, "cam-a", "frame1-f0") not in proc.applied
+    proc.store.fail = False
+    outputs = proc.process(batch)
+    # The same as a processor that never failed.
+    reference = processor()
+    expected = reference.process([embedding(0, ALICE)]) + reference.process(batch)
+    assert [(s, e.event_id, e.model_dump(exclude={"produced_at"})) for s, e in outputs] == \
+        [(s, e.event_id, e.model_dump(exclude={"produced_at"})) for s, e in expected]
+    assert [a.alert_id for a in alerts(outputs)] == [alert_id(track_id(None, "cam-a", "frame0-f0"), "alice")]
+    assert proc.tracks[(None, "cam-a")][0].faces == 3
+
+
+def test_a_redelivered_face_gives_its_outputs_again_without_counting_twice():
+    proc = processor()
+    events = [embedding(i, ALICE) for i in range(3)]
+    first = proc.process(events)
+    searches = proc.watchlist.calls
+    again = proc.process(events)  # e.g. a rebalance redelivers the uncommitted batch
+    assert [(s, e.event_id) for s, e in again] == [(s, e.event_id) for s, e in first]
+    assert proc.tracks[(None, "cam-a")][0].faces == 3 and proc.watchlist.calls == searches  # not applied, not searched
+    dup = proc.process([embedding(3, ALICE), embedding(3, ALICE)])  # a duplicate within a batch
+    assert dup == [] and proc.tracks[(None, "cam-a")][0].faces == 4
+
+
+def test_cameras_and_runs_keep_separate_tracks():
+    proc = processor()
+    batch = [embedding(i, ALICE, camera=cam, run_id=run) for i in range(2) for cam, run in
+             [("cam-a", None), ("cam-b", None), ("cam-a", "replay-1")]]
+    got = alerts(proc.process(batch))
+    assert sorted(((a.camera_id, a.run_id) for a in got), key=str) == sorted([("cam-a", None), ("cam-b", None), ("cam-a", "replay-1")], key=str)
+    assert len({a.track_id for a in got}) == 3
+
+
+def test_min_track_faces_one_alerts_on_the_first_face():
+    proc = processor(min_track_faces=1)
+    outputs = proc.process([embedding(0, ALICE), embedding(1, ALICE)])
+    assert len(alerts(outputs)) == 1 and alerts(outputs)[0].track_faces == 1
