@@ -47,6 +47,7 @@ class EmbedProcessor(StreamProcessor):
                 face_index=face.face_index,
                 box=face.box,
                 det_prob=face.det_prob,
+                quality=face.quality,
                 crop_key=face.crop_key,
                 snapshot_key=face.snapshot_key,
                 model=self.embedder.model_id,

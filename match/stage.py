@@ -115,8 +115,6 @@ class MatchProcessor(StreamProcessor):
         for key, tracks in working.items():
             self.tracks[key] = tracks
             self.tracks.move_to_end(key)
-            if not tracks:
-                del self.tracks[key]
         evicted = []
         while len(self.tracks) > MAX_OPEN_CAMERAS:
             key, tracks = self.tracks.popitem(last=False)

@@ -14,7 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
 # The metrics every stage exposes. Labels say which stage and topic; a stage adds its own beside these.
-EVENTS_IN = Counter("vigil_events_in_total", "Events a stage accepted from its input.", ["stage", "topic"])
+EVENTS_IN = Counter(
+    "vigil_events_in_total", "Input events a stage has finished with: outputs delivered, or dead-lettered.", ["stage", "topic"],
+)
 EVENTS_OUT = Counter("vigil_events_out_total", "Events a stage produced.", ["stage", "topic"])
 DEAD_LETTERS = Counter("vigil_dead_letters_total", "Events sent to the dead-letter topic.", ["stage", "reason"])
 BATCH_SIZE = Histogram("vigil_batch_size", "Events per processed batch.", ["stage"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
@@ -24,7 +26,7 @@ PROCESS_SECONDS = Histogram(
 )
 LAG_SECONDS = Histogram(
     "vigil_event_age_seconds", "Age of an event's source time when the stage finished with it.", ["stage"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+    buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 5, 10, 30, 60, 300),
 )
 READY = Gauge("vigil_ready", "1 when the stage is ready to serve.", ["stage"])
 LAST_BATCH_DONE = Gauge(

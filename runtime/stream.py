@@ -185,11 +185,11 @@ class StreamStage:
         source = self.processor.source
         valid: list[tuple[object, Envelope]] = []
         for raw in raw_events:
-            metrics.EVENTS_IN.labels(self.name, source.name).inc()
             try:
                 valid.append((raw, source.decode(raw.message.value)))
             except (ValidationError, ValueError) as exc:
                 await self._dead_letter(raw, f"malformed {source.event.__name__}: {describe_error(exc)}", "malformed")
+                metrics.EVENTS_IN.labels(self.name, source.name).inc()
         if not valid:
             return
         metrics.BATCH_SIZE.labels(self.name).observe(len(valid))
@@ -199,6 +199,8 @@ class StreamStage:
         for _, event in valid:
             metrics.LAG_SECONDS.labels(self.name).observe(max(0.0, (now - event.source_ts).total_seconds()))
         metrics.LAST_BATCH_DONE.labels(self.name).set(now.timestamp())
+        # Counted only now, outputs delivered: "in >= upstream out" then means drained (vigil run relies on it).
+        metrics.EVENTS_IN.labels(self.name, source.name).inc(len(valid))
 
     async def _process_with_retry(self, valid: list[tuple[object, Envelope]]) -> list[Output]:
         events = [event for _, event in valid]

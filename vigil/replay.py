@@ -8,6 +8,8 @@ Footage (``--camera ID --from T1 --to T2``)
     id, so replayed alerts are marked and never mixed with live ones (match
     keeps its cooldowns per run). Frames keep their original capture times,
     so a replay raises its alerts at the same source times as the live run.
+    Frames are sampled as the live camera's (its target fps and mode where
+    ``ingest.cameras`` names it, else ``ingest.target_fps``).
     To replay through stages of its own instead, give the footage URL to
     ``vigil run --no-stack``.
 
@@ -60,7 +62,10 @@ def replay_footage(settings: VigilSettings, camera_id: str, start: datetime, end
     if not start < end:
         raise ValueError(f"--from must be before --to (got {start.isoformat()} and {end.isoformat()})")
     replay = FootageReplay(run_id or new_run_id(), camera_id, start, end, datetime.now(timezone.utc))
-    camera = CameraSettings(id=camera_id, url=footage_url(camera_id, start, end), live=False, record=False)
+    # Sampled as the live camera is (its configured target fps and mode, when this process knows the camera).
+    live = next((c for c in settings.ingest.cameras if c.id == camera_id), None)
+    sampling = {"target_fps": live.target_fps, "mode": live.mode} if live is not None else {}
+    camera = CameraSettings(id=camera_id, url=footage_url(camera_id, start, end), live=False, record=False, **sampling)
     service = IngestService(settings, [camera], run_id=replay.run_id)
     replay.report = service.run()[camera_id]
     return replay

@@ -45,14 +45,19 @@ class StageProcess:
     port: int
     process: subprocess.Popen
     log_path: Path
-    peak_rss_kb: int = 0  # VmHWM, sampled while the process runs (see sample_memory)
+    peak_rss_kb: int = 0  # VmHWM, sampled while the process runs (see sample)
+    cpu_s: float = 0.0  # user + system CPU seconds at the last sample
+    cpu_at_ready_s: float = 0.0  # ... when the stages were ready (model loading is before)
 
-    def sample_memory(self) -> None:
-        """Keep the process's peak resident set size (``VmHWM``); a no-op once it has exited or without procfs."""
+    def sample(self) -> None:
+        """Keep the process's peak resident set size (``VmHWM``) and CPU time; a no-op once it has exited or without procfs."""
         try:
             for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
                     self.peak_rss_kb = max(self.peak_rss_kb, int(line.split()[1]))
+            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            self.cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
         except (OSError, ValueError, IndexError):
             pass
 
@@ -97,6 +102,7 @@ class RunSummary:
     camera_errors: dict[str, list[str]] = field(default_factory=dict)
     wall_s: float = 0.0
     peak_rss_mb: dict[str, float] = field(default_factory=dict)  # per stage process, VmHWM
+    cpu_s: dict[str, float] = field(default_factory=dict)  # per stage process, CPU seconds from ready to the end
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # each stage's last /metrics scrape
 
 
@@ -138,6 +144,9 @@ class PipelineRun:
             for name in STREAM_STAGES:
                 self._spawn(name)
             self._wait_ready(list(self.stages.values()), ready_timeout_s)
+            for stage in self.stages.values():
+                stage.sample()
+                stage.cpu_at_ready_s = stage.cpu_s
             self._say(f"run {self.run_id}: stages ready; ingesting {len(cameras)} source(s)")
             self.ingest_report = self.home / "logs" / f"{self.run_id}-ingest.json"
             ingest = self._spawn("ingest", {
@@ -151,9 +160,10 @@ class PipelineRun:
         finally:
             final = {name: stage.scrape() for name, stage in self.stages.items()}
             for stage in self.stages.values():
-                stage.sample_memory()
+                stage.sample()
             self._stop_all()
         summary.peak_rss_mb = {name: stage.peak_rss_kb / 1024 for name, stage in self.stages.items()}
+        summary.cpu_s = {name: stage.cpu_s - stage.cpu_at_ready_s for name, stage in self.stages.items()}
         summary.metrics = final
         summary.counts, summary.fps = self._totals(final)
         summary.counts["alerts"] = len(summary.alerts)
@@ -181,7 +191,7 @@ class PipelineRun:
             self._collect_alerts(alerts, summary, seen, timeout_s=0.5)
             scraped = {name: stage.scrape() for name in STREAM_STAGES for stage in [self.stages[name]]}
             for stage in self.stages.values():
-                stage.sample_memory()
+                stage.sample()
             ingest_done = ingest.process.poll() is not None
             if ingest_done:
                 published = float(sum(r["frames"] for r in self._ingest_result().values()))

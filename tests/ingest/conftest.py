@@ -9,6 +9,7 @@ Milvus are the session's.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -112,32 +114,46 @@ def rtsp_camera():
         camera.kill()
 
 
-@pytest.fixture(scope="session")
-def ingest_kafka(stack, tmp_path_factory) -> KafkaSettings:
-    """A Tansu broker for the ingest tests (the session's broker where Tansu is not installed)."""
+@contextlib.contextmanager
+def tansu_broker(log_dir: Path) -> Iterator[KafkaSettings]:
+    """A fresh, empty Tansu broker (the one ``vigil up`` runs) for the block."""
+    from vigil.stack import Kafka
+
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    with open(log_dir / f"tansu-{port}.log", "wb") as log:
+        process = subprocess.Popen([Kafka.binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                                    "--storage-engine", "memory://tansu/"], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            def listening() -> bool:
+                with socket.socket() as s:
+                    return s.connect_ex(("127.0.0.1", port)) == 0
+
+            wait_for(listening, 10, "a Tansu broker")
+            yield KafkaSettings(bootstrap=f"127.0.0.1:{port}", session_timeout_s=6.0, heartbeat_interval_s=2.0)
+        finally:
+            process.terminate()
+            process.wait(10)
+
+
+def tansu_available() -> bool:
     try:
         from vigil.stack import Kafka
 
-        binary = Kafka.binary()
-    except Exception:  # noqa: BLE001 - no local broker: share the session's
+        Kafka.binary()
+        return True
+    except Exception:  # noqa: BLE001 - not installed
+        return False
+
+
+@pytest.fixture(scope="session")
+def ingest_kafka(stack, tmp_path_factory) -> Iterator[KafkaSettings]:
+    """The ingest tests' own broker (the session's where Tansu is not installed)."""
+    if not tansu_available():
         yield stack.settings.kafka
         return
-    port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    log = open(tmp_path_factory.mktemp("ingest-kafka") / "tansu.log", "wb")
-    process = subprocess.Popen([binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                                "--storage-engine", "memory://tansu/"], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        def listening() -> bool:
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", port)) == 0
-
-        wait_for(listening, 10, "the ingest tests' broker")
-        yield KafkaSettings(bootstrap=f"127.0.0.1:{port}", session_timeout_s=6.0, heartbeat_interval_s=2.0)
-    finally:
-        process.terminate()
-        process.wait(10)
-        log.close()
+    with tansu_broker(tmp_path_factory.mktemp("ingest-kafka")) as kafka:
+        yield kafka
 
 
 @pytest.fixture

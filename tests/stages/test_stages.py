@@ -58,6 +58,29 @@ def test_detect_publishes_one_face_per_face_with_evidence_in_s3(stage_settings, 
     assert face.crop_key.startswith("transient/cam-a/")
 
 
+def test_detect_gate_counts_what_it_rejects_per_camera_and_reason(stage_settings, face_pairs):
+    from PIL import Image, ImageFilter
+    from prometheus_client import REGISTRY
+
+    from detect.stage import DetectProcessor
+    from runtime.settings import FaceQualityOverrides
+
+    def rejected(camera, reason):
+        return REGISTRY.get_sample_value("vigil_faces_rejected_total", {"stage": "detect", "camera": camera, "reason": reason}) or 0
+
+    stage_settings.detect.quality.per_camera = {"cam-far": FaceQualityOverrides(min_face_px=2000)}
+    processor = DetectProcessor(stage_settings)
+    processor.start()
+    photo = load_rgb(face_pairs / "img1.jpg", max_side=960)
+    blurred = np.array(Image.fromarray(photo).filter(ImageFilter.GaussianBlur(8)))
+    before = rejected("cam-far", "small"), rejected("cam-blur", "blurry")
+    outputs = processor.process([frame_event(photo, "cam-far"), frame_event(photo, "cam-near"), frame_event(blurred, "cam-blur")])
+    # The same face: rejected as too small for cam-far, accepted for cam-near (with its quality score), blurred: rejected.
+    assert [event.camera_id for _, event in outputs] == ["cam-near"]
+    assert 0 < outputs[0][1].quality <= 1
+    assert (rejected("cam-far", "small"), rejected("cam-blur", "blurry")) == (before[0] + 1, before[1] + 1)
+
+
 def test_detect_refuses_an_undecodable_frame(stage_settings):
     from detect.stage import DetectProcessor
 
