@@ -54,14 +54,6 @@ class DetectProcessor(StreamProcessor):
     source = FRAMES
     outputs = (FACES,)
 
-    @property
-    def batch_size(self) -> int:
-        return self.settings.detect.batch_size
-
-    @property
-    def batch_wait_s(self) -> float:
-        return self.settings.detect.batch_wait_s
-
     def start(self) -> None:
         self.gate = quality_gate(self.settings.detect)
         # The detector returns every face MTCNN finds down to the smallest size any camera accepts; the gate

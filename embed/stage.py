@@ -15,14 +15,6 @@ class EmbedProcessor(StreamProcessor):
     source = FACES
     outputs = (EMBEDDINGS,)
 
-    @property
-    def batch_size(self) -> int:
-        return self.settings.embed.batch_size
-
-    @property
-    def batch_wait_s(self) -> float:
-        return self.settings.embed.batch_wait_s
-
     def start(self) -> None:
         models = self.settings.models
         self.embedder = FaceEmbedder(models.weights_dir, device_from_settings(models))

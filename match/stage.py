@@ -63,14 +63,6 @@ class MatchProcessor(StreamProcessor):
     source = EMBEDDINGS
     outputs = (ALERTS, TRACKS)
 
-    @property
-    def batch_size(self) -> int:
-        return self.settings.match.batch_size
-
-    @property
-    def batch_wait_s(self) -> float:
-        return self.settings.match.batch_wait_s
-
     def __init__(self, settings):
         super().__init__(settings)
         self.params = TrackParams.from_settings(settings.match)

@@ -66,12 +66,13 @@ class StreamProcessor(ABC):
         self.settings = settings
 
     @property
-    @abstractmethod
-    def batch_size(self) -> int: ...
+    def batch_size(self) -> int:
+        """From the stage's own settings section (``settings.<name>.batch_size``)."""
+        return getattr(self.settings, self.name).batch_size
 
     @property
-    @abstractmethod
-    def batch_wait_s(self) -> float: ...
+    def batch_wait_s(self) -> float:
+        return getattr(self.settings, self.name).batch_wait_s
 
     def start(self) -> None:
         """Load models and connect to storage. Runs in the worker thread before the first batch."""
