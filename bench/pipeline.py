@@ -55,6 +55,7 @@ process; ``--env KEY=VALUE`` sets any setting for every stage process (e.g.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import resource
@@ -251,7 +252,7 @@ class PipelineResult:
     latencies_s: list[float] = field(default_factory=list)
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     cpu_s: dict[str, float] = field(default_factory=dict)  # per stage process from ready to the end, and "services"
-    detect_handled: float = 0.0
+    handled: dict[str, tuple[float, float]] = field(default_factory=dict)  # stage -> (events in, produced upstream)
 
     @property
     def wall_s(self) -> float | None:
@@ -343,7 +344,11 @@ def run_pipeline(settings, footage: Path, home: Path, *, fps: float, realtime: b
         embeddings=summary.counts.get("embeddings", 0), alerts=len(summary.alerts), t_start=t_start, t_end=t_end,
         runner_wall_s=summary.wall_s, busy_s=busy, batches=batches, mean_age_s=mean_age, age_hist_p=hist_p, within_1s=within_1s,
         latencies_s=latencies, peak_rss_mb=summary.peak_rss_mb, cpu_s={**summary.cpu_s, "services": services_cpu},
-        detect_handled=metric(final.get("detect", {}), "vigil_events_in_total"),
+        handled={
+            "detect": (metric(final.get("detect", {}), "vigil_events_in_total"), float(published)),
+            "embed": (metric(final.get("embed", {}), "vigil_events_in_total"), summary.counts.get("faces", 0)),
+            "match": (metric(match, "vigil_events_in_total"), summary.counts.get("embeddings", 0)),
+        },
     )
 
 
@@ -377,23 +382,42 @@ class BenchResult:
         return p99 * 1000 if p99 is not None else float("nan")
 
 
-def run_bench(workload: Workload, settings, home: Path, *, fps: float, bare_threads: int | None, throughput: bool = True,
-              latency: bool = True, bare_runs: int = 2, env: dict[str, str] | None = None,
-              stage_env: dict[str, dict[str, str]] | None = None, out=None, log=print,
-              service_pgids: list[int] = ()) -> BenchResult:
-    """Enrol, then bare loop(s), pipeline throughput run, pipeline latency run (see the module doc)."""
-    from detect.model import FaceDetector
-    from embed.model import FaceEmbedder
-    from runtime.device import apply_torch_threads, pick_device
-    from storage.vectors import Watchlist
+@dataclass
+class StackHandle:
+    """A running stack for one pipeline run: its settings and its servers' process groups."""
+
+    settings: object
+    home: Path
+    service_pgids: list[int]
+
+
+def fresh_stacks(root: Path):
+    """A factory of fresh local stacks, one per pipeline run (``root/home-N``), each stopped after its run.
+
+    A fresh broker per run: a stage's consumer group may not have committed its
+    last batch when the runner stopped it, and the next run's stage would then
+    replay those events (at-least-once) into this run's timings.
+    """
+    from runtime.settings import load_settings
+    from vigil.stack import running_stack
+
+    count = 0
+
+    @contextlib.contextmanager
+    def factory():
+        nonlocal count
+        count += 1
+        home = root / f"home-{count}"
+        with running_stack(home) as stack:
+            os.environ["VIGIL_CONFIG"] = stack["config"]
+            yield StackHandle(load_settings(), home, [s["pid"] for s in stack["services"].values() if s.get("pid")])
+
+    return factory
+
+
+def enroll(settings, workload: Workload, detector, embedder) -> dict[str, int]:
     from vigil.enroll import Enroller
 
-    out = out or open(os.devnull, "w")  # noqa: SIM115 - the runner's progress lines
-    env, stage_env = env or {}, stage_env or {}
-    device = pick_device(settings.models.device)
-    apply_torch_threads(bare_threads)
-    detector = FaceDetector(settings.detect, device)
-    embedder = FaceEmbedder(settings.models.weights_dir, device)
     enroller = Enroller(settings, detector=detector, embedder=embedder)
     enrolled = {}
     try:
@@ -401,34 +425,62 @@ def run_bench(workload: Workload, settings, home: Path, *, fps: float, bare_thre
             enrolled[person] = len(enroller.enroll(person, photos, actor="bench", reason="pipeline benchmark").enrolled)
     finally:
         enroller.close()
-    log(f"enrolled {sum(enrolled.values())} photos of {len(enrolled)} people")
-    with Watchlist(settings.milvus) as watchlist:
-        gallery, gallery_ids = read_gallery(watchlist)
+    return enrolled
 
-    def bare() -> BareResult:
-        result = bare_loop(workload.footage, fps, detector=detector, embedder=embedder, gallery=gallery,
-                           gallery_ids=gallery_ids, threshold=settings.match.threshold, max_width=settings.ingest.max_width)
-        log(f"bare: {result.frames} frames, {result.faces} faces in {result.wall_s:.1f} s = {result.fps:.2f} fps "
-            f"(load avg {machine()['load_avg']})")
-        return result
 
-    bares = [bare()]
-    tp = lat = None
-    if throughput:
-        tp = run_pipeline(settings, workload.footage, home, fps=fps, realtime=False, env=env, stage_env=stage_env, out=out,
-                          service_pgids=service_pgids)
-        log(f"pipeline throughput: {tp.frames} frames in {tp.wall_s or 0:.1f} s = {tp.fps:.2f} fps (load avg {machine()['load_avg']})")
-        if tp.detect_handled != tp.frames:
-            log(f"  warning: detect handled {tp.detect_handled:.0f} frames for {tp.frames} published (replayed events?)")
-    for _ in range(bare_runs - 1):
-        bares.append(bare())
-    if latency:
-        lat = run_pipeline(settings, workload.footage, home, fps=fps, realtime=True, env=env, stage_env=stage_env, out=out,
-                           service_pgids=service_pgids)
-        log(f"pipeline latency: {len(lat.latencies_s)} alerts, p50 {percentile_ms(lat.latencies_s, 50):.0f} ms "
-            f"p99 {percentile_ms(lat.latencies_s, 99):.0f} ms (load avg {machine()['load_avg']})")
+def run_bench(workload: Workload, stacks, *, fps: float, bare_threads: int | None, throughput: bool = True,
+              latency: bool = True, bare_runs: int = 2, env: dict[str, str] | None = None,
+              stage_env: dict[str, dict[str, str]] | None = None, out=None, log=print) -> BenchResult:
+    """Per pipeline run, on a stack from ``stacks()`` (a context manager yielding a ``StackHandle``): enrol,
+    a bare loop, then the pipeline run; bare loops left over run after (see the module doc)."""
+    from detect.model import FaceDetector
+    from embed.model import FaceEmbedder
+    from runtime.device import apply_torch_threads, pick_device
+    from runtime.settings import load_settings
+    from storage.vectors import Watchlist
+
+    out = out or open(os.devnull, "w")  # noqa: SIM115 - the runner's progress lines
+    env, stage_env = env or {}, stage_env or {}
+    base = load_settings()
+    device = pick_device(base.models.device)
+    apply_torch_threads(bare_threads)
+    detector = FaceDetector(base.detect, device)
+    embedder = FaceEmbedder(base.models.weights_dir, device)
+    bares: list[BareResult] = []
+    enrolled: dict[str, int] = {}
+    runs: dict[bool, PipelineResult] = {}
+    modes = [realtime for realtime, wanted in ((False, throughput), (True, latency)) if wanted]
+    for i, realtime in enumerate(modes or [None]):
+        with stacks() as stack:
+            settings = stack.settings
+            enrolled = enroll(settings, workload, detector, embedder)
+            with Watchlist(settings.milvus) as watchlist:
+                gallery, gallery_ids = read_gallery(watchlist)
+            log(f"stack {stack.home.name}: enrolled {sum(enrolled.values())} photos of {len(enrolled)} people")
+            n_bare = bare_runs - len(bares) if i == len(modes) - 1 else (1 if len(bares) < bare_runs else 0)
+            for _ in range(max(0, n_bare)):
+                result = bare_loop(workload.footage, fps, detector=detector, embedder=embedder, gallery=gallery,
+                                   gallery_ids=gallery_ids, threshold=settings.match.threshold, max_width=settings.ingest.max_width)
+                log(f"bare: {result.frames} frames, {result.faces} faces in {result.wall_s:.1f} s = {result.fps:.2f} fps "
+                    f"(load avg {machine()['load_avg']})")
+                bares.append(result)
+            if realtime is None:
+                break
+            r = run_pipeline(settings, workload.footage, stack.home, fps=fps, realtime=realtime, env=env,
+                             stage_env=stage_env, out=out, service_pgids=stack.service_pgids)
+            runs[realtime] = r
+            if realtime:
+                log(f"pipeline latency: {len(r.latencies_s)} alerts, p50 {percentile_ms(r.latencies_s, 50):.0f} ms "
+                    f"p99 {percentile_ms(r.latencies_s, 99):.0f} ms; faces within 1 s: "
+                    f"{_f(r.within_1s and r.within_1s * 100, '.1f')}% (load avg {machine()['load_avg']})")
+            else:
+                log(f"pipeline throughput: {r.frames} frames in {r.wall_s or 0:.1f} s = {r.fps:.2f} fps "
+                    f"(load avg {machine()['load_avg']})")
+            for stage, (handled, upstream) in r.handled.items():
+                if handled != upstream:
+                    log(f"  warning: {stage} handled {handled:.0f} events for {upstream:.0f} produced upstream in this run")
     bare_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return BenchResult(bares, tp, lat, bare_rss, enrolled)
+    return BenchResult(bares, runs.get(False), runs.get(True), bare_rss, enrolled)
 
 
 def _f(value: float | None, spec: str = ".2f") -> str:
@@ -505,9 +557,6 @@ def main(argv: list[str] | None = None) -> int:
                  for name, threads in _parse_kv([s for s in args.stage_threads.split(",") if s]).items()}
     env = _parse_kv(args.env)
 
-    from runtime.settings import load_settings
-    from vigil.stack import running_stack
-
     info = machine()
     print_machine(info, f"fps {args.fps:g}  footage {args.size} {args.seconds:g} s")
     if stage_env or env:
@@ -518,15 +567,10 @@ def main(argv: list[str] | None = None) -> int:
         workload = build_workload(Path(tmp), seconds=args.seconds, size=size)
         log(f"footage: {workload.n_source_frames} frames at {SOURCE_FPS} fps from {workload.dataset} "
             f"in {time.perf_counter() - t0:.1f} s; scenes {workload.shown}")
-        home = Path(tmp) / "home"
-        with running_stack(home) as stack:
-            os.environ["VIGIL_CONFIG"] = stack["config"]
-            settings = load_settings()
-            result = run_bench(workload, settings, home, fps=args.fps, bare_threads=args.bare_threads,
-                               throughput=not args.skip_throughput, latency=not args.skip_latency,
-                               bare_runs=args.bare_runs, env=env, stage_env=stage_env,
-                               out=sys.stderr if args.verbose else None, log=log,
-                               service_pgids=[s["pid"] for s in stack["services"].values() if s.get("pid")])
+        result = run_bench(workload, fresh_stacks(Path(tmp)), fps=args.fps, bare_threads=args.bare_threads,
+                           throughput=not args.skip_throughput, latency=not args.skip_latency,
+                           bare_runs=args.bare_runs, env=env, stage_env=stage_env,
+                           out=sys.stderr if args.verbose else None, log=log)
     print()
     print(report_tables(result))
     if args.markdown:

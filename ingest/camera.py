@@ -86,6 +86,21 @@ class SourcePart:
     window: tuple[datetime, datetime] | None = None  # only frames with source_ts in [from, to) are published
 
 
+def is_replay(url: str) -> bool:
+    """A ``footage://`` source: recorded footage read back."""
+    return url.startswith(f"{FOOTAGE_SCHEME}://")
+
+
+def reads_s3(url: str) -> bool:
+    """Whether reading this source needs the object store."""
+    return url.startswith("s3://") or is_replay(url)
+
+
+def records(camera: CameraSettings, settings: IngestSettings) -> bool:
+    """Whether the camera's footage is recorded (never that of a replay: it is recorded already)."""
+    return bool(camera.record if camera.record is not None else settings.record) and not is_replay(camera.url)
+
+
 class FpsMeter:
     def __init__(self, window_s: float = FPS_WINDOW_S):
         self.window_s = window_s
@@ -113,10 +128,9 @@ class CameraWorker:
         self.stop_event = stop
         self.store = store
         self.live = camera.live if camera.live is not None else is_live(camera.url)
-        self.replay = camera.url.startswith(f"{FOOTAGE_SCHEME}://")
-        self.record = bool(camera.record if camera.record is not None else settings.record) and not self.replay
-        self.uploader = uploader if self.record else None
-        if self.record and uploader is None:
+        self.replay = is_replay(camera.url)
+        self.uploader = uploader if records(camera, settings) else None
+        if records(camera, settings) and uploader is None:
             raise ValueError(f"camera {camera.id}: recording needs a segment uploader")
         self.report = CameraReport(camera.id, redact_url(camera.url), live=self.live)
         self.queue: FrameQueue[SampledFrame] = FrameQueue(
@@ -189,8 +203,11 @@ class CameraWorker:
                         failed_parts += 1
                         if self.live:
                             break
-            except (SourceError, StorageError, ValueError) as exc:  # the parts could not be listed
-                self._error(f"source {redact_url(self.camera.url)}: {exc}")
+            except SourceError as exc:  # nothing to read (an empty footage window)
+                self._error(str(exc))
+                failed_parts += 1
+            except (StorageError, ValueError) as exc:  # the parts could not be listed or signed
+                self._error(str(SourceError(self.camera.url, str(exc))))
                 failed_parts += 1
             if self.stop_event.is_set():
                 self.machine.to(S.ENDED)

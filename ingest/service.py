@@ -22,8 +22,8 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from ingest.archive import FOOTAGE_SCHEME, FootageArchive
-from ingest.camera import CameraReport, CameraWorker
+from ingest.archive import FootageArchive
+from ingest.camera import CameraReport, CameraWorker, reads_s3, records
 from ingest.recorder import SegmentUploader
 from ingest.source import SampledFrame
 from runtime import health as metrics
@@ -63,6 +63,7 @@ class IngestService:
         self.reports: dict[str, CameraReport] = {}
         self.server = None
         self.started_at = datetime.now(timezone.utc)
+        self._status_failed = False
         self.status_path = status_dir(settings.ingest) / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}.json"
 
     def stop(self, *_args) -> None:
@@ -77,26 +78,23 @@ class IngestService:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
-        recording = [c.id for c in self.cameras if (c.record if c.record is not None else ingest.record)
-                     and not c.url.startswith(f"{FOOTAGE_SCHEME}://")]
-        needs_store = ingest.frame_transport == "s3" or recording or any(
-            c.url.startswith(("s3://", f"{FOOTAGE_SCHEME}://")) for c in self.cameras)
-        if needs_store:
+        recording = [c.id for c in self.cameras if records(c, ingest)]
+        if ingest.frame_transport == "s3" or recording or any(reads_s3(c.url) for c in self.cameras):
             self._store = ObjectStore(self.settings.s3)
             self._store.ensure_buckets()
-        uploader = None
-        if recording:
-            uploader = SegmentUploader(FootageArchive(self._store), recording,
-                                       retention=timedelta(hours=ingest.footage_retention_h),
-                                       retention_interval_s=ingest.retention_interval_s).start()
         self.producer = EventProducer(self.settings.kafka, client_id="vigil-ingest")
-        self.workers = {c.id: CameraWorker(c, ingest, publish=self._publish, stop=self._stop, store=self._store,
-                                           uploader=uploader) for c in self.cameras}
-        self.reports = {cid: worker.report for cid, worker in self.workers.items()}
-        self.health.set_ready(True)
-        for worker in self.workers.values():
-            worker.start()
+        uploader = None
         try:
+            if recording:
+                uploader = SegmentUploader(FootageArchive(self._store), recording,
+                                           retention=timedelta(hours=ingest.footage_retention_h),
+                                           retention_interval_s=ingest.retention_interval_s).start()
+            self.workers = {c.id: CameraWorker(c, ingest, publish=self._publish, stop=self._stop, store=self._store,
+                                               uploader=uploader) for c in self.cameras}
+            self.reports = {cid: worker.report for cid, worker in self.workers.items()}
+            self.health.set_ready(True)
+            for worker in self.workers.values():
+                worker.start()
             next_status = 0.0
             while any(w.alive for w in self.workers.values()):
                 self.health.beat()
@@ -145,8 +143,10 @@ class IngestService:
             tmp = self.status_path.with_suffix(".tmp")
             tmp.write_text(json.dumps(status, indent=1, default=str))
             tmp.replace(self.status_path)
-        except OSError as exc:  # status is for people; never let it stop ingest
-            log.warning("could not write the status file %s: %s", self.status_path, exc)
+        except OSError as exc:  # status is for people; never let it stop ingest (a read-only pod says so once)
+            log.log(logging.DEBUG if self._status_failed else logging.WARNING,
+                    "could not write the status file %s: %s", self.status_path, exc)
+            self._status_failed = True
 
 
 def status_dir(settings: IngestSettings) -> Path:

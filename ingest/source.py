@@ -37,6 +37,13 @@ Time
       ``source_ts`` never goes backwards and never runs ahead of this
       machine's clock.
 
+Recording
+    ``packet_sink`` (set on a sampler before iterating) receives every
+    demuxed video packet right after it was decoded, for remuxing it
+    (``ingest.recorder``); ``wallclock_at(pts)`` maps a packet's PTS onto the
+    clock frames are stamped with, so recorded footage and published frames
+    share one timeline.
+
 Errors (decided, see ``SourceError``)
     * The source cannot be opened (not found, not a media file, truncated
       before its index, unreachable, no video stream): ``SourceError`` from
@@ -594,7 +601,8 @@ def sample_frames(
     and ``close()``). Extra keyword arguments go to ``FrameSampler``
     (``hwaccel``, ``timeout_s``, ``rtsp_transport``, ``live``, ``threads``, ``thread_type``,
     ``keyframes_only``, ``max_consecutive_errors``). Opening errors raise
-    ``SourceError`` here, before iteration.
+    ``SourceError`` here, before iteration. Set ``packet_sink`` on the
+    result to receive the packets as well (see "Recording" above).
     """
     return FrameSampler(url, target_fps, max_width=max_width, realtime=realtime, start_wallclock=start_wallclock, **kwargs)
 

@@ -16,4 +16,19 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.vigil-lock-* && touch "$stamp"
 fi
 .venv/bin/python -m embed.weights --out models
+
+# The RTSP tests run GStreamer's RTSP server with the system python3 (tests/ingest/rtsp_server.py).
+# Installed when missing and possible (root with apt-get); otherwise those tests skip and say why.
+if ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')" >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing GStreamer's RTSP server for the RTSP tests (apt-get) ..."
+    { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-gi \
+           gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+           gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad >/dev/null; } \
+      || echo "warning: could not install GStreamer's RTSP server; the RTSP tests will skip" >&2
+  else
+    echo "note: GStreamer's RTSP server is missing and apt-get cannot run here; the RTSP tests will skip" >&2
+  fi
+fi
 .venv/bin/python scripts/fetch_samples.py --out media/samples

@@ -60,20 +60,23 @@ def replay_footage(settings: VigilSettings, camera_id: str, start: datetime, end
 
     start, end = utc(start), utc(end)
     if not start < end:
-        raise ValueError(f"--from must be before --to (got {start.isoformat()} and {end.isoformat()})")
+        raise ValueError(f"the replay window must start before it ends (got {start.isoformat()} to {end.isoformat()})")
     replay = FootageReplay(run_id or new_run_id(), camera_id, start, end, datetime.now(timezone.utc))
     # Sampled as the live camera is (its configured target fps and mode, when this process knows the camera).
     live = next((c for c in settings.ingest.cameras if c.id == camera_id), None)
     sampling = {"target_fps": live.target_fps, "mode": live.mode} if live is not None else {}
-    camera = CameraSettings(id=camera_id, url=footage_url(camera_id, start, end), live=False, record=False, **sampling)
+    camera = CameraSettings(id=camera_id, url=footage_url(camera_id, start, end), **sampling)
+    # A tool beside the running services: its probes go on a free port, not the stage's.
+    settings = settings.model_copy(update={"stage": settings.stage.model_copy(update={"health_port": 0})})
     service = IngestService(settings, [camera], run_id=replay.run_id)
     replay.report = service.run()[camera_id]
     return replay
 
 
-def run_alerts(settings: VigilSettings, run_id: str, *, since: datetime | None = None,
+def run_alerts(settings: VigilSettings, run_id: str | None, *, since: datetime | None = None,
                idle_timeout_s: float = 10.0) -> Iterator[AlertEvent]:
-    """The alerts raised under ``run_id`` (published at or after ``since``), until none came for ``idle_timeout_s``."""
+    """The alerts raised under ``run_id`` (None: live ones) published at or after ``since``, until none came for
+    ``idle_timeout_s``."""
     with EventReader(settings.kafka, ALERTS, since=since) as reader:
         seen: set[str] = set()
         for read in reader.follow(idle_timeout_s=idle_timeout_s):

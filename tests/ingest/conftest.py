@@ -25,7 +25,10 @@ from pathlib import Path
 import pytest
 
 from ingest.service import IngestService
+from runtime.kafka import EventReader
 from runtime.settings import IngestSettings, KafkaSettings, VigilSettings
+from schemas.events import FrameEvent
+from schemas.topics import FRAMES
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")
@@ -167,6 +170,16 @@ def ingest_settings(stack, ingest_kafka, tmp_path) -> VigilSettings:
 
 def with_ingest(settings: VigilSettings, **changes) -> VigilSettings:
     return settings.model_copy(update={"ingest": settings.ingest.model_copy(update=changes)})
+
+
+def published(settings, camera_ids) -> dict[str, list[FrameEvent]]:
+    """The frames on the topic from these cameras, in order."""
+    out: dict[str, list[FrameEvent]] = {c: [] for c in camera_ids}
+    with EventReader(settings.kafka, FRAMES) as reader:
+        for read in reader.follow(idle_timeout_s=2):
+            if isinstance(read.event, FrameEvent) and read.event.camera_id in out:
+                out[read.event.camera_id].append(read.event)
+    return out
 
 
 class ServiceThread:

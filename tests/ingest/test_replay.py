@@ -12,7 +12,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import av
 import pytest
@@ -21,11 +20,10 @@ from ingest.archive import FootageArchive
 from ingest.service import IngestService
 from runtime.kafka import EventProducer, ensure_topics
 from runtime.settings import CameraSettings, VigilSettings
-from schemas.events import AlertEvent, FrameEvent
+from schemas.events import FrameEvent
 from schemas.topics import EMBEDDINGS, FACES, FRAMES
 from storage.objects import ObjectStore
-from tests.ingest.conftest import free_port, tansu_available, tansu_broker, wait_for, with_ingest
-from tests.ingest.test_service import published
+from tests.ingest.conftest import free_port, published, tansu_available, tansu_broker, wait_for, with_ingest
 from vigil.cli import main
 from vigil.footage import Scene, identities, make_footage
 from vigil.replay import replay_topic, run_alerts

@@ -15,8 +15,7 @@ from ingest.archive import FootageArchive
 from ingest.service import IngestService
 from runtime.settings import CameraSettings
 from storage.objects import ObjectStore
-from tests.ingest.conftest import ServiceThread, free_port, needs_rtsp, wait_for, with_ingest
-from tests.ingest.test_service import published
+from tests.ingest.conftest import ServiceThread, free_port, needs_rtsp, published, wait_for, with_ingest
 from vigil.footage import keyframe_offsets, make_corrupt_copy, make_pattern_clip
 
 pytestmark = [pytest.mark.services, needs_rtsp]

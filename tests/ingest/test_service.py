@@ -17,12 +17,9 @@ from prometheus_client import REGISTRY
 
 from ingest.camera import CameraWorker
 from ingest.service import IngestService, read_status
-from runtime.kafka import EventReader
 from runtime.settings import CameraSettings, IngestSettings
-from schemas.events import FrameEvent
-from schemas.topics import FRAMES
 from storage.objects import ObjectStore
-from tests.ingest.conftest import ServiceThread, free_port, with_ingest
+from tests.ingest.conftest import free_port, published, with_ingest
 from vigil.footage import make_corrupt_copy, make_pattern_clip
 
 pytestmark = pytest.mark.services
@@ -47,16 +44,6 @@ def http_server(clip):
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
-
-
-def published(settings, camera_ids) -> dict[str, list[FrameEvent]]:
-    """The frames on the topic from these cameras, in order."""
-    out: dict[str, list[FrameEvent]] = {c: [] for c in camera_ids}
-    with EventReader(settings.kafka, FRAMES) as reader:
-        for read in reader.follow(idle_timeout_s=2):
-            if isinstance(read.event, FrameEvent) and read.event.camera_id in out:
-                out[read.event.camera_id].append(read.event)
-    return out
 
 
 def sample(name: str, **labels) -> float:
