@@ -6,17 +6,21 @@ One camera: footage made with ``vigil.footage.make_footage`` from face-pairs
 photos (people on the watchlist shown in photos that were *not* enrolled,
 alternating with strangers; the bundled sample photos when the dataset is
 missing), encoded at 10 fps and sampled at ``--fps`` (5) by ingest, as a
-camera would be. A local stack is started in a temporary home, the people are
-enrolled with ``vigil.enroll.Enroller``, then:
+camera would be. Each pipeline run gets a fresh local stack in a temporary
+home (a stage that was stopped before its last commit would otherwise replay
+those events into the next run), the people are enrolled with
+``vigil.enroll.Enroller``, and a bare loop runs on that stack before the
+pipeline does:
 
 1. **bare**: the models called in a loop in this process, one frame at a
    time: decode and sample (``ingest.source.sample_frames``) -> detect
    (``FaceDetector``) -> embed (``FaceEmbedder``) -> brute-force match
    (NumPy, against the enrolled vectors read back from Milvus). No JPEG, no
    Kafka, no S3, no Milvus. bare fps = frames / wall time of the loop (models
-   loaded before). Measured before and after the pipeline throughput run
-   (the machine is shared: the two tell how much the load moved); the mean
-   is used.
+   loaded before), with torch's default threads (every core) unless
+   ``models.torch_threads`` or ``--bare-threads`` says otherwise. One loop
+   before each pipeline run (the machine is shared: the two tell how much
+   the load moved); the mean is used.
 2. **pipeline, throughput**: ``vigil.run.PipelineRun`` (every stage its own
    process over Kafka, S3 and Milvus), ingest not paced (it publishes as fast
    as it decodes). pipeline fps = frames / (T_end - T_start), where T_start
@@ -441,9 +445,11 @@ def run_bench(workload: Workload, stacks, *, fps: float, bare_threads: int | Non
 
     out = out or open(os.devnull, "w")  # noqa: SIM115 - the runner's progress lines
     env, stage_env = env or {}, stage_env or {}
+    import torch
+
     base = load_settings()
     device = pick_device(base.models.device)
-    apply_torch_threads(bare_threads)
+    bare_threads = bare_threads or base.models.torch_threads or torch.get_num_threads()  # torch's default: every core
     detector = FaceDetector(base.detect, device)
     embedder = FaceEmbedder(base.models.weights_dir, device)
     bares: list[BareResult] = []
@@ -459,6 +465,7 @@ def run_bench(workload: Workload, stacks, *, fps: float, bare_threads: int | Non
             log(f"stack {stack.home.name}: enrolled {sum(enrolled.values())} photos of {len(enrolled)} people")
             n_bare = bare_runs - len(bares) if i == len(modes) - 1 else (1 if len(bares) < bare_runs else 0)
             for _ in range(max(0, n_bare)):
+                apply_torch_threads(bare_threads)  # enrolment applies the settings' count
                 result = bare_loop(workload.footage, fps, detector=detector, embedder=embedder, gallery=gallery,
                                    gallery_ids=gallery_ids, threshold=settings.match.threshold, max_width=settings.ingest.max_width)
                 log(f"bare: {result.frames} frames, {result.faces} faces in {result.wall_s:.1f} s = {result.fps:.2f} fps "
@@ -543,8 +550,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=40.0, help="length of the footage (default 40)")
     parser.add_argument("--fps", type=float, default=5.0, help="frames sampled per second by ingest (default 5)")
     parser.add_argument("--size", default="960x540", help="footage frame size (default 960x540)")
-    parser.add_argument("--bare-threads", type=int, default=None, help="torch threads of the bare loop (default: settings)")
-    parser.add_argument("--stage-threads", default="", help="torch threads per stage process, e.g. detect=2,embed=1")
+    parser.add_argument("--bare-threads", type=int, default=None,
+                        help="torch threads of the bare loop (default: models.torch_threads, else torch's default, every core)")
+    parser.add_argument("--stage-threads", default="",
+                        help="torch threads per stage process, e.g. detect=2,embed=1 (default: models.torch_threads, "
+                             "else vigil run's share: usable cores / 2 for detect and embed each)")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for every stage process (repeatable)")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
@@ -557,10 +567,13 @@ def main(argv: list[str] | None = None) -> int:
                  for name, threads in _parse_kv([s for s in args.stage_threads.split(",") if s]).items()}
     env = _parse_kv(args.env)
 
+    from vigil.run import MODEL_STAGES, THREADS_ENV, model_stage_threads
+
     info = machine()
     print_machine(info, f"fps {args.fps:g}  footage {args.size} {args.seconds:g} s")
-    if stage_env or env:
-        print(f"stage env: {stage_env} {env}")
+    threads = {s: stage_env.get(s, {}).get(THREADS_ENV) or os.environ.get(THREADS_ENV) or str(model_stage_threads())
+               for s in MODEL_STAGES}
+    print("stage torch threads: " + ", ".join(f"{s}={t}" for s, t in threads.items()) + (f"  stage env: {env}" if env else ""))
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="vigil-bench-pipeline-") as tmp:
         t0 = time.perf_counter()

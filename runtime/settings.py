@@ -45,6 +45,9 @@ class KafkaSettings(BaseModel):
     compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = Field(
         "none", description="Producer compression. Frames and crops are JPEG, which does not compress: gzip cost 4x the publish time of a frame for nothing (bench/transport.py).",
     )
+    fetch_max_wait_ms: int = Field(
+        100, ge=0, description="Longest time a stream stage's fetch may wait at the broker when no data is there (faust hard-codes 1500). Tansu holds the fetch that long even when data arrives meanwhile: 1500 added ~0.4 s median per hop, 100 ~4 ms (bench/pipeline.py).",
+    )
 
 
 class S3Settings(BaseModel):
@@ -140,7 +143,7 @@ class FaceQualitySettings(BaseModel):
 
 class DetectSettings(BaseModel):
     batch_size: int = Field(8, ge=1, description="Frames per detector batch.")
-    batch_wait_s: float = Field(0.2, ge=0, description="Longest wait to fill a batch.")
+    batch_wait_s: float = Field(0.05, ge=0, description="Longest wait to fill a batch (under load batches fill at once; when idle every event waits up to this: 0.2 s each in detect and embed put one camera's p50 face-to-match at 0.8 s, 0.05 at 0.4 s, bench/pipeline.py).")
     min_prob: float = Field(0.95, ge=0, le=1, description="Minimum detection probability (the stage's quality gate default; per-camera overrides in quality.per_camera).")
     min_face_px: int = Field(40, ge=10, description="Minimum face box side in pixels (the quality gate default; the stage's detector searches down to the smallest limit of any camera).")
     crop_size: int = Field(160, description="Aligned crop side (the embedder's input).")
@@ -150,13 +153,13 @@ class DetectSettings(BaseModel):
 
 class EmbedSettings(BaseModel):
     batch_size: int = Field(32, ge=1, description="Faces per embedder batch.")
-    batch_wait_s: float = Field(0.2, ge=0, description="Longest wait to fill a batch.")
+    batch_wait_s: float = Field(0.05, ge=0, description="Longest wait to fill a batch (see detect.batch_wait_s).")
 
 
 class MatchSettings(BaseModel):
     threshold: float = Field(0.5, ge=-1, le=1, description="Cosine similarity at or above which a face matches a person; a track alerts when a person's aggregate score over it reaches this too.")
     batch_size: int = Field(64, ge=1, description="Embeddings per Milvus search batch.")
-    batch_wait_s: float = Field(0.1, ge=0, description="Longest wait to fill a batch.")
+    batch_wait_s: float = Field(0.02, ge=0, description="Longest wait to fill a batch (see detect.batch_wait_s; a search takes a few ms).")
     search_k: int = Field(5, ge=1, le=100, description="Watchlist entries returned per face; each person's best among them is that face's score for the person.")
     min_track_faces: int = Field(2, ge=1, description="Faces of a track that must each reach the threshold for a person before the track can alert on that person.")
     track_gap_s: float = Field(2.0, gt=0, description="A track ends when its camera shows no face of it for this many seconds of source time.")

@@ -31,6 +31,19 @@ from schemas.topics import ALERTS, EMBEDDINGS, FACES, FRAMES
 STREAM_STAGES = ("detect", "embed", "match")
 # Which topic each stage reads, to tell when the pipeline has drained.
 INPUTS = {"detect": FRAMES.name, "embed": FACES.name, "match": EMBEDDINGS.name}
+MODEL_STAGES = ("detect", "embed")  # the stages that run torch models and share this host's cores
+THREADS_ENV = "VIGIL_MODELS__TORCH_THREADS"
+
+
+def model_stage_threads() -> int:
+    """torch threads per model stage when every stage runs on this host: the usable cores shared out.
+
+    torch's default (every core, in each process) has detect and embed fight over the
+    same cores: on 2 cores, 2 threads each cost 570 CPU ms per frame against 200 ms
+    with 1 each, and cut the pipeline from 6-9 to 2 frames/s (bench/pipeline.py).
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // len(MODEL_STAGES))
 
 
 def free_port() -> int:
@@ -124,6 +137,8 @@ class PipelineRun:
         log_path = log_dir / f"{self.run_id}-{name}.log"
         env = {**os.environ, **self.stage_env.get(name, {}), **(extra_env or {}),
                "VIGIL_STAGE__HEALTH_PORT": str(port), "VIGIL_STAGE__LOG_FORMAT": "json"}
+        if name in MODEL_STAGES and THREADS_ENV not in env and self.settings.models.torch_threads is None:
+            env[THREADS_ENV] = str(model_stage_threads())
         with open(log_path, "wb") as log_file:
             process = subprocess.Popen([sys.executable, "-m", "vigil.cli", "stage", name], env=env, stdout=log_file, stderr=subprocess.STDOUT)
         stage = StageProcess(name, port, process, log_path)
