@@ -107,10 +107,7 @@ class DetectProcessor(StreamProcessor):
                 self.store.put_bytes(bucket, crop_key, crop, "image/jpeg")
                 outputs.append((FACES, FaceEvent(
                     event_id=f"{frame.event_id}-f{index}",
-                    camera_id=frame.camera_id,
-                    source_ts=frame.source_ts,
-                    trace_id=frame.trace_id,
-                    run_id=frame.run_id,
+                    **frame.lineage(),
                     frame_event_id=frame.event_id,
                     face_index=index,
                     box=Box(x1=face.box[0], y1=face.box[1], x2=face.box[2], y2=face.box[3]),

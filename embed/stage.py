@@ -30,10 +30,7 @@ class EmbedProcessor(StreamProcessor):
         return [
             (EMBEDDINGS, EmbeddingEvent(
                 event_id=f"{face.event_id}-e",
-                camera_id=face.camera_id,
-                source_ts=face.source_ts,
-                trace_id=face.trace_id,
-                run_id=face.run_id,
+                **face.lineage(),
                 face_event_id=face.event_id,
                 frame_event_id=face.frame_event_id,
                 face_index=face.face_index,

@@ -51,6 +51,10 @@ class Envelope(BaseModel):
     produced_at: datetime = Field(default_factory=utc_now, description="When the producing stage emitted this event (UTC).")
     run_id: str | None = Field(default=None, description="Replay run id; None for live processing. Replayed events never mix with live ones.")
 
+    def lineage(self) -> dict:
+        """The envelope fields an event derived from this one inherits: same camera, capture time, trace and run."""
+        return {"camera_id": self.camera_id, "source_ts": self.source_ts, "trace_id": self.trace_id, "run_id": self.run_id}
+
 
 
 class Box(BaseModel):
