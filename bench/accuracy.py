@@ -44,16 +44,15 @@ import argparse
 import csv
 import itertools
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.common import REPO, machine
+
 
 PIVOT_FILE = "face-recognition-pivot.csv"
 MASTER_FILE = "master.csv"
@@ -303,41 +302,6 @@ def pair_scores(emb: dict[str, np.ndarray | None], pairs: list[Pair]) -> tuple[n
 # Reporting
 # --------------------------------------------------------------------------------------------
 
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu, "cores": os.cpu_count(),
-            "usable_cores": usable, "platform": platform.platform(), "python": platform.python_version()}
-
-
-def git_commit(repo: Path = REPO) -> str:
-    """Short commit of the checkout, read from .git without running git ("unknown" if unreadable)."""
-    try:
-        git = repo / ".git"
-        head = (git / "HEAD").read_text().strip()
-        if not head.startswith("ref:"):
-            return head[:7]
-        ref = head.split(None, 1)[1]
-        if (git / ref).is_file():
-            return (git / ref).read_text().strip()[:7]
-        packed = git / "packed-refs"
-        if packed.is_file():
-            for line in packed.read_text().splitlines():
-                if line.endswith(" " + ref):
-                    return line.split()[0][:7]
-    except OSError:
-        pass
-    return "unknown"
-
-
 def _f(x: float | None, digits: int = 4) -> str:
     if x is None:
         return "-"
@@ -382,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
 
     info = machine()
     print("# Vigil accuracy benchmark: face-pairs verification   (python -m bench.accuracy)")
-    print(f"date {info['date']}   commit {git_commit()}")
+    print(f"date {info['date']}   commit {info['commit']}")
     print(f"machine: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable), {info['platform']}")
     print(f"python {info['python']}, torch {torch.__version__} ({args.threads} threads, device {args.device}), "
           f"facenet-pytorch {fnp_version}, numpy {np.__version__}")

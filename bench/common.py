@@ -112,3 +112,11 @@ def text_table(header: list[str], rows: list[list[str]]) -> str:
     for row in rows:
         out.append("  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
     return "\n".join(out)
+
+
+def print_tables(header: list[str], rows: list[list[str]], markdown: bool = False) -> None:
+    """The table as text, and again as Markdown (for BENCHMARKS.md) when asked."""
+    print(text_table(header, rows))
+    if markdown:
+        print()
+        print(markdown_table(header, rows))

@@ -19,39 +19,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import av
 
+from bench.common import machine as common_machine
 from ingest.source import SourceError, open_source, sample_frames
 
 
 def machine() -> dict:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "usable_cores": usable,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "pyav": av.__version__,
-        "ffmpeg": av.ffmpeg_version_info,
-    }
+    return {**common_machine(), "pyav": av.__version__, "ffmpeg": av.ffmpeg_version_info}
 
 
 def _decode_all(path: str, *, rgb: bool, keyframes: bool, threads: int, thread_type: str) -> tuple[int, int, float]:

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import machine, markdown_table, percentile_ms, print_machine, text_table
+from bench.common import machine, percentile_ms, print_machine, print_tables
 
 PER_IDENTITY = 10
 NOISE = float(np.sqrt(0.5625 / 512))  # |noise| = 0.75: cosine to the centre ~0.8, between two entries ~0.64
@@ -265,14 +265,9 @@ def main(argv: list[str] | None = None) -> int:
                                         recall_queries=args.recall_queries, log=lambda s: print(s, file=sys.stderr, flush=True)))
                 print(f"  size {size:,}: {time.perf_counter() - t0:.1f} s in all", flush=True)
     print()
-    print(text_table(BUILD_HEADER, build_rows(results)))
+    print_tables(BUILD_HEADER, build_rows(results), args.markdown)
     print()
-    print(text_table(HEADER, table_rows(results)))
-    if args.markdown:
-        print()
-        print(markdown_table(BUILD_HEADER, build_rows(results)))
-        print()
-        print(markdown_table(HEADER, table_rows(results)))
+    print_tables(HEADER, table_rows(results), args.markdown)
     print(f"\nwhole run {time.perf_counter() - run_started:.0f} s; load avg at the end {machine()['load_avg']}")
     return 0
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from bench.common import REPO, machine, markdown_table, print_machine, text_table, timed_runs
+from bench.common import REPO, machine, print_machine, print_tables, timed_runs
 
 DETECT_SIZES = ((640, 480), (1280, 720))
 EMBED_BATCHES_CPU = (1, 8, 32)
@@ -180,10 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type != "cuda":
         rows += gpu_placeholders(sizes)
     print()
-    print(text_table(HEADER, table_rows(rows)))
-    if args.markdown:
-        print()
-        print(markdown_table(HEADER, table_rows(rows)))
+    print_tables(HEADER, table_rows(rows), args.markdown)
     print(f"\nload avg at the end {machine()['load_avg']}")
     return 0
 

@@ -129,6 +129,14 @@ def identities(face_pairs) -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope="session")
+def people(face_pairs) -> dict[str, list[Path]]:
+    """identity -> photo paths, in the order of identities.csv."""
+    from vigil.footage import identities as photo_identities
+
+    return photo_identities(face_pairs)
+
+
+@pytest.fixture(scope="session")
 def weights_dir() -> Path:
     from embed.weights import ensure_weights
 

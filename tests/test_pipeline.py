@@ -16,7 +16,7 @@ from runtime.kafka import EventReader, send_raw
 from schemas.events import AlertEvent
 from schemas.topics import ALERTS, DEAD_LETTERS, FRAMES
 from storage.objects import ObjectStore
-from vigil.footage import Scene, identities, make_footage
+from vigil.footage import Scene, make_footage
 
 pytestmark = [pytest.mark.services, pytest.mark.models]
 
@@ -24,14 +24,6 @@ ENROLLED = {"person-01": 3, "person-02": 3}  # first N photos enrolled, the rest
 STRANGERS = ("person-03", "person-05")
 FRAMES_PER_SCENE = 12
 FPS = 6
-
-
-@pytest.fixture(scope="module")
-def people():
-    found = identities()
-    if not found:
-        pytest.skip("the face-pairs dataset is not beside this repository (set VIGIL_DATASETS)")
-    return found
 
 
 def test_pipeline_end_to_end(stack, people, tmp_path, monkeypatch):

@@ -25,7 +25,7 @@ from schemas.topics import EMBEDDINGS, FACES, FRAMES
 from storage.objects import ObjectStore
 from tests.ingest.conftest import free_port, published, tansu_available, tansu_broker, wait_for, with_ingest
 from vigil.cli import main
-from vigil.footage import Scene, identities, make_footage
+from vigil.footage import Scene, make_footage
 from vigil.replay import replay_topic, run_alerts
 from vigil.run import StageProcess, metric
 
@@ -90,14 +90,6 @@ class Pipeline:
                     "match": metric(scraped["embed"], "vigil_events_out_total", topic=EMBEDDINGS.name)}
         inputs = {"detect": FRAMES.name, "embed": FACES.name, "match": EMBEDDINGS.name}
         return all(metric(scraped[name], "vigil_events_in_total", topic=inputs[name]) >= upstream[name] for name in inputs)
-
-
-@pytest.fixture(scope="module")
-def people():
-    found = identities()
-    if not found:
-        pytest.skip("the face-pairs dataset is not beside this repository (set VIGIL_DATASETS)")
-    return found
 
 
 @pytest.fixture(scope="module")
