@@ -17,6 +17,13 @@ if [ ! -f "$stamp" ]; then
 fi
 .venv/bin/python -m embed.weights --out models
 
+# A second interpreter with the OpenCV that runs the original FaceNet graph, so a test can check
+# the converted weights against it (OpenCV 4.6 needs NumPy 1, the project NumPy 2).
+if [ ! -x .venv-opencv/bin/python ] || ! .venv-opencv/bin/python -c "import cv2" >/dev/null 2>&1; then
+  "$PYTHON" -m venv .venv-opencv
+  .venv-opencv/bin/python -m pip install -q opencv-python==4.6.0.66 numpy==1.26.4
+fi
+
 # The RTSP tests run GStreamer's RTSP server with the system python3 (tests/ingest/rtsp_server.py).
 # Installed when missing and possible (root with apt-get); otherwise those tests skip and say why.
 if ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')" >/dev/null 2>&1; then

@@ -473,11 +473,11 @@ def _unknown_fields(given, parsed, path=""):
 def test_custom_resources_match_their_models(docs):
     """KEDA and Prometheus Operator resources against cloudcoil's pydantic models of their CRDs.
 
-    Optional: needs `cloudcoil-models-keda==2.16.1.0` (the newest for Python 3.11) and
-    `cloudcoil-models-prometheus-operator`; skipped when they are not installed.
+    The models are pinned in requirements.lock (`cloudcoil-models-keda==2.16.1.0` is the newest for Python 3.11).
     """
-    keda = pytest.importorskip("cloudcoil.models.keda.v1alpha1")
-    prom = pytest.importorskip("cloudcoil.models.prometheus_operator.v1")
+    import cloudcoil.models.keda.v1alpha1 as keda
+    import cloudcoil.models.prometheus_operator.v1 as prom
+
     models = {
         ("keda.sh/v1alpha1", "ScaledObject"): keda.ScaledObject,
         ("keda.sh/v1alpha1", "TriggerAuthentication"): keda.TriggerAuthentication,
