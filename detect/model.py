@@ -93,15 +93,18 @@ class FaceDetector:
         s = self.settings
         if s.crop_margin >= s.crop_size:
             raise ValueError(f"crop_margin ({s.crop_margin}) must be smaller than crop_size ({s.crop_size})")
+        # MTCNN sees frames scaled by this factor; its pyramid would start at 12 / min_face_size of
+        # the frame anyway, so scaling first only saves resampling the pyramid from the full frame.
+        self.detect_scale = min(1.0, s.detect_face_px / s.min_face_px)
         self.mtcnn = MTCNN(
             image_size=s.crop_size,
             margin=s.crop_margin,
-            min_face_size=max(12, int(s.min_face_px * _SEARCH_SLACK)),
+            min_face_size=max(12, int(s.min_face_px * self.detect_scale * _SEARCH_SLACK)),
             keep_all=True,
             post_process=False,
             select_largest=True,  # faces of a frame come largest first
             device=self.device,
-        ).eval()
+        ).eval().to(memory_format=torch.channels_last)  # 10-20 % faster on the CPU (bench/models.py)
 
     def detect(self, frames: list[np.ndarray]) -> list[list[DetectedFace]]:
         """Faces of each frame, in frame order; an empty list for a frame without any."""
@@ -122,18 +125,30 @@ class FaceDetector:
     def detect_one(self, frame: np.ndarray) -> list[DetectedFace]:
         return self.detect([frame])[0]
 
+    def _downscale(self, frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        image = Image.fromarray(frame)
+        factor = 1 / self.detect_scale
+        if factor == int(factor) and image.size == (size[0] * int(factor), size[1] * int(factor)):
+            return np.asarray(image.reduce(int(factor)))  # box average: exact for whole factors, and ~4x faster
+        return np.asarray(image.resize(size, Image.BILINEAR))
+
     def _detect_same_size(self, frames: list[np.ndarray]) -> list[list[DetectedFace]]:
-        batch = torch.from_numpy(np.stack(frames)).to(self.device)
+        h, w = frames[0].shape[:2]
+        small_w, small_h = max(1, round(w * self.detect_scale)), max(1, round(h * self.detect_scale))
+        small = frames if (small_w, small_h) == (w, h) else [self._downscale(f, (small_w, small_h)) for f in frames]
+        batch = torch.from_numpy(np.stack(small)).to(self.device)
         with torch.inference_mode():
             boxes, probs, points = self.mtcnn.detect(batch, landmarks=True)
+        to_frame = np.array([w / small_w, h / small_h])  # detector pixels -> frame pixels, per axis
         s = self.settings
         out: list[list[DetectedFace]] = []
         for frame, frame_boxes, frame_probs, frame_points in zip(frames, boxes, probs, points):
             faces: list[DetectedFace] = []
             if frame_boxes is not None:
-                frame_boxes = np.asarray(frame_boxes, dtype=np.float64).reshape(-1, 4)
+                frame_boxes = np.asarray(frame_boxes, dtype=np.float64).reshape(-1, 2, 2) * to_frame
+                frame_boxes = frame_boxes.reshape(-1, 4)
                 frame_probs = np.asarray(frame_probs, dtype=np.float64).reshape(-1)
-                frame_points = np.asarray(frame_points, dtype=np.float64).reshape(-1, 5, 2)
+                frame_points = np.asarray(frame_points, dtype=np.float64).reshape(-1, 5, 2) * to_frame
                 for box, prob, pts in zip(frame_boxes, frame_probs, frame_points):
                     if prob < s.min_prob or min(box[2] - box[0], box[3] - box[1]) < s.min_face_px:
                         continue

@@ -61,7 +61,9 @@ class FaceEmbedder:
         self.model_id = MODEL_ID
         model = InceptionResnetV1(classify=False)
         model.load_state_dict(load_embedder_weights(weights_dir), strict=True)
-        self.model = model.eval().to(self.device)
+        # Channels-last convolutions: 24-37 % less time per face on the CPU at batch 1-8 (bench/models.py);
+        # crops arrive as HWC arrays, so the input is channels-last without a copy.
+        self.model = model.eval().to(self.device, memory_format=torch.channels_last)
 
     def embed(self, crops: list[np.ndarray]) -> np.ndarray:
         """(n, 512) float32, each row of unit L2 norm; (0, 512) for no crops."""
@@ -72,17 +74,15 @@ class FaceEmbedder:
         return out
 
     def _embed_batch(self, crops: list[np.ndarray], offset: int) -> np.ndarray:
-        tensors = []
         for i, crop in enumerate(crops):
             if not isinstance(crop, np.ndarray) or crop.ndim != 3 or crop.shape[2] != 3 or crop.dtype != np.uint8:
                 desc = f"{type(crop).__name__} {getattr(crop, 'shape', '')} {getattr(crop, 'dtype', '')}"
                 raise ValueError(f"crop {offset + i}: expected an RGB uint8 array (H, W, 3), got {desc}")
-            t = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)
-            tensors.append(t)
         with torch.inference_mode():
-            if all(t.shape[1:] == (INPUT_SIZE, INPUT_SIZE) for t in tensors):
-                batch = torch.stack(tensors).to(self.device, torch.float32)
+            if all(c.shape[:2] == (INPUT_SIZE, INPUT_SIZE) for c in crops):
+                batch = self._to_device(torch.from_numpy(np.stack(crops))).permute(0, 3, 1, 2).float()
             else:
+                tensors = [torch.from_numpy(np.ascontiguousarray(c)).permute(2, 0, 1) for c in crops]
                 batch = torch.cat([
                     F.interpolate(t.unsqueeze(0).to(self.device, torch.float32), size=(INPUT_SIZE, INPUT_SIZE),
                                   mode="bilinear", align_corners=False, antialias=True)
@@ -91,3 +91,8 @@ class FaceEmbedder:
             x = self.model(standardize(batch, self.standardization))
             x = F.normalize(x.float(), p=2, dim=1)
         return x.cpu().numpy()
+
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":  # page-locked host memory lets the copy run without blocking
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)

@@ -146,6 +146,7 @@ class DetectSettings(BaseModel):
     batch_wait_s: float = Field(0.05, ge=0, description="Longest wait to fill a batch (under load batches fill at once; when idle every event waits up to this: 0.2 s each in detect and embed put one camera's p50 face-to-match at 0.8 s, 0.05 at 0.4 s, bench/pipeline.py).")
     min_prob: float = Field(0.95, ge=0, le=1, description="Minimum detection probability (the stage's quality gate default; per-camera overrides in quality.per_camera).")
     min_face_px: int = Field(40, ge=10, description="Minimum face box side in pixels (the quality gate default; the stage's detector searches down to the smallest limit of any camera).")
+    detect_face_px: int = Field(20, ge=12, description="MTCNN runs on the frame downscaled so that a face of min_face_px measures this many pixels (never upscaled); boxes and landmarks are mapped back and crops are cut from the full-resolution frame. Resampling the pyramid from the full frame was ~45% of MTCNN's CPU time at 960x540 (bench/models.py).")
     crop_size: int = Field(160, description="Aligned crop side (the embedder's input).")
     crop_margin: int = Field(32, ge=0, description="Margin around the box, in crop pixels (32-44 separates identities best).")
     quality: FaceQualitySettings = Field(default_factory=FaceQualitySettings, description="Quality gate: blur and pose limits, per-camera overrides.")
