@@ -14,6 +14,11 @@ project's ``DetectSettings`` defaults.
 - **embed**: ``FaceEmbedder.embed`` on real 160x160 crops of those frames at
   batch 1, 8 and 32 (and 128 on a GPU).
 
+Then each optimisation against the code without it, at batch 1 (and 8 for
+embed), in alternating rounds: detect on the downscaled frame
+(``detect.detect_face_px``) against full-resolution MTCNN input, and
+channels-last against contiguous (NCHW) weights for MTCNN and FaceNet.
+
 Each row: median and p90 seconds per call over at least ``--min-time``
 seconds (and 5 calls) after a warm-up call; ``per s`` = items / median.
 ``--threads`` takes a list (e.g. ``1,2``) to compare torch CPU thread counts.
@@ -23,6 +28,7 @@ On a CPU-only machine the GPU rows say so rather than disappear.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +140,45 @@ def run(
     return rows
 
 
+def ablations(*, device: torch.device, threads: int | None, size=(960, 540), rounds: int = 4, min_time_s: float = 1.0,
+              photos: list[Path] | None = None, weights_dir: Path | None = None) -> list[Row]:
+    """Each optimisation against the code without it, at batch 1, measured in alternating rounds
+    (so that load from other processes falls on both sides alike)."""
+    from detect.model import FaceDetector
+    from embed.model import FaceEmbedder
+    from runtime.device import apply_torch_threads
+    from runtime.settings import DetectSettings, ModelSettings
+
+    apply_torch_threads(threads)
+    used_threads = torch.get_num_threads()
+    photos = photos or bench_photos()
+    frames = [synth_frame(photos[i % len(photos)], size) for i in range(len(photos))]
+    defaults = DetectSettings()
+    detectors = {
+        "shipped: downscaled, channels-last": FaceDetector(defaults, device),
+        "full-resolution MTCNN input": FaceDetector(defaults.model_copy(update={"detect_face_px": defaults.min_face_px}), device),
+        "contiguous (NCHW) MTCNN": FaceDetector(defaults, device),
+    }
+    detectors["contiguous (NCHW) MTCNN"].mtcnn.to(memory_format=torch.contiguous_format)
+    crops = [f.crop for faces in detectors["full-resolution MTCNN input"].detect(frames) for f in faces]
+    embedders = {"shipped: channels-last": FaceEmbedder(weights_dir or ModelSettings().weights_dir, device),
+                 "contiguous (NCHW) FaceNet": FaceEmbedder(weights_dir or ModelSettings().weights_dir, device)}
+    embedders["contiguous (NCHW) FaceNet"].model.to(memory_format=torch.contiguous_format)
+    cases = [(f"detect (MTCNN), {name}", f"{size[0]}x{size[1]}", 1, (lambda d=d, it=itertools.cycle(frames): d.detect([next(it)])))
+             for name, d in detectors.items()]
+    for batch in (1, 8):
+        batch_crops = [crops[i % len(crops)] for i in range(batch)]
+        cases += [(f"embed (InceptionResnetV1), {name}", "160x160 crops", batch, (lambda e=e, c=batch_crops: e.embed(c)))
+                  for name, e in embedders.items()]
+    times: dict[str, list[float]] = {name: [] for name, *_ in cases}
+    for _ in range(rounds):
+        for name, _input, _batch, fn in cases:
+            times[name] += timed_runs(fn, min_time_s=min_time_s, min_runs=3)
+    return [Row(name, str(device), used_threads, inp, batch, float(np.median(times[name])),
+                float(np.percentile(times[name], 90)), len(times[name]), f"{rounds} alternating rounds")
+            for name, inp, batch, _fn in cases]
+
+
 def gpu_placeholders(sizes=DETECT_SIZES, detect_batches=(1, 8)) -> list[Row]:
     rows = [Row("detect (MTCNN)", "cuda", None, f"{w}x{h}", b, None, None, 0, NO_GPU) for b in detect_batches for w, h in sizes]
     rows += [Row("embed (InceptionResnetV1)", "cuda", None, "160x160 crops", b, None, None, 0, NO_GPU) for b in EMBED_BATCHES_GPU]
@@ -164,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default=",".join(f"{w}x{h}" for w, h in DETECT_SIZES), help="detector frame sizes")
     parser.add_argument("--min-time", type=float, default=3.0, help="seconds measured per row (default 3)")
     parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
+    parser.add_argument("--skip-ablations", action="store_true", help="skip the with/without table of each optimisation")
     args = parser.parse_args(argv)
 
     settings = load_settings()
@@ -181,6 +227,12 @@ def main(argv: list[str] | None = None) -> int:
         rows += gpu_placeholders(sizes)
     print()
     print_tables(HEADER, table_rows(rows), args.markdown)
+    if not args.skip_ablations:
+        print(f"\neach optimisation against the code without it ({device}, {thread_list[-1] or 'default'} torch threads):",
+              file=sys.stderr, flush=True)
+        ab = ablations(device=device, threads=thread_list[-1], weights_dir=settings.models.weights_dir)
+        print()
+        print_tables(HEADER, table_rows(ab), args.markdown)
     print(f"\nload avg at the end {machine()['load_avg']}")
     return 0
 

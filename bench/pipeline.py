@@ -479,7 +479,8 @@ def run_bench(workload: Workload, stacks, *, fps: float, bare_threads: int | Non
             if realtime:
                 log(f"pipeline latency: {len(r.latencies_s)} alerts, p50 {percentile_ms(r.latencies_s, 50):.0f} ms "
                     f"p99 {percentile_ms(r.latencies_s, 99):.0f} ms; faces within 1 s: "
-                    f"{_f(r.within_1s and r.within_1s * 100, '.1f')}% (load avg {machine()['load_avg']})")
+                    f"{_f(r.within_1s and r.within_1s * 100, '.1f')}% (load avg {machine()['load_avg']}); "
+                    f"ms per alert as they came: {[round(x * 1000) for x in r.latencies_s]}")
             else:
                 log(f"pipeline throughput: {r.frames} frames in {r.wall_s or 0:.1f} s = {r.fps:.2f} fps "
                     f"(load avg {machine()['load_avg']})")

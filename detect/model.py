@@ -122,6 +122,13 @@ class FaceDetector:
                     results[i] = faces
         return results
 
+    def warm_up(self, size: tuple[int, int] = (640, 360)) -> None:
+        """Run each of the three nets once, so the first real frame does not pay for the runtime's lazy set-up."""
+        self.detect([np.full((size[1], size[0], 3), 128, dtype=np.uint8)])
+        with torch.inference_mode():
+            self.mtcnn.rnet(torch.zeros(1, 3, 24, 24, device=self.device))
+            self.mtcnn.onet(torch.zeros(1, 3, 48, 48, device=self.device))
+
     def detect_one(self, frame: np.ndarray) -> list[DetectedFace]:
         return self.detect([frame])[0]
 

@@ -60,6 +60,7 @@ class DetectProcessor(StreamProcessor):
         # decides per camera (and counts what it rejects).
         detector_settings = self.settings.detect.model_copy(update={"min_prob": 0.0, "min_face_px": int(self.gate.min_face_px)})
         self.detector = FaceDetector(detector_settings, device_from_settings(self.settings.models))
+        self.detector.warm_up()  # before /readyz turns ready
         self.store = ObjectStore(self.settings.s3)
         self.store.ensure_buckets()
 

@@ -73,6 +73,10 @@ class FaceEmbedder:
             out[start:start + len(chunk)] = self._embed_batch(chunk, start)
         return out
 
+    def warm_up(self) -> None:
+        """One embedding, so the first real face does not pay for the runtime's lazy set-up."""
+        self.embed([np.zeros((INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)])
+
     def _embed_batch(self, crops: list[np.ndarray], offset: int) -> np.ndarray:
         for i, crop in enumerate(crops):
             if not isinstance(crop, np.ndarray) or crop.ndim != 3 or crop.shape[2] != 3 or crop.dtype != np.uint8:

@@ -18,6 +18,7 @@ class EmbedProcessor(StreamProcessor):
     def start(self) -> None:
         models = self.settings.models
         self.embedder = FaceEmbedder(models.weights_dir, device_from_settings(models))
+        self.embedder.warm_up()  # before /readyz turns ready
 
     def process(self, faces: list[FaceEvent]) -> list[tuple]:
         crops = []

@@ -31,7 +31,7 @@ from runtime.stream import StreamProcessor
 from schemas.events import AlertEvent, Box, EmbeddingEvent, TrackEndedEvent
 from schemas.topics import ALERTS, EMBEDDINGS, TRACKS
 from storage.objects import ObjectStore, evidence_key
-from storage.vectors import Watchlist
+from storage.vectors import DIM, Watchlist
 
 # Faces remembered as applied, with their outputs, for redeliveries (most recent first out of the window).
 APPLIED_WINDOW = 16384
@@ -72,6 +72,10 @@ class MatchProcessor(StreamProcessor):
     def start(self) -> None:
         self.watchlist = Watchlist(self.settings.milvus)
         self.watchlist.ensure_collection()
+        # One search before /readyz turns ready: the first real face does not pay for loading the collection.
+        probe = np.zeros((1, DIM), dtype=np.float32)
+        probe[0, 0] = 1.0
+        self.watchlist.search(probe, limit=1, consistency_level="Bounded")
         self.store = ObjectStore(self.settings.s3)
         self.store.ensure_buckets()
 

@@ -143,7 +143,7 @@ class FaceQualitySettings(BaseModel):
 
 class DetectSettings(BaseModel):
     batch_size: int = Field(8, ge=1, description="Frames per detector batch.")
-    batch_wait_s: float = Field(0.05, ge=0, description="Longest wait to fill a batch (under load batches fill at once; when idle every event waits up to this: 0.2 s each in detect and embed put one camera's p50 face-to-match at 0.8 s, 0.05 at 0.4 s, bench/pipeline.py).")
+    batch_wait_s: float = Field(0.01, ge=0, description="Longest wait to fill a batch (under load batches fill at once; when idle every event waits up to this: 0.2 s each in detect and embed put one camera's p50 face-to-match at 0.8 s, 0.05 at 0.4 s; 0.01 brought frame-to-alert p99 from 948 to 721 ms, bench/pipeline.py).")
     min_prob: float = Field(0.95, ge=0, le=1, description="Minimum detection probability (the stage's quality gate default; per-camera overrides in quality.per_camera).")
     min_face_px: int = Field(40, ge=10, description="Minimum face box side in pixels (the quality gate default; the stage's detector searches down to the smallest limit of any camera).")
     detect_face_px: int = Field(20, ge=12, description="MTCNN runs on the frame downscaled so that a face of min_face_px measures this many pixels (never upscaled); boxes and landmarks are mapped back and crops are cut from the full-resolution frame. Resampling the pyramid from the full frame was ~45% of MTCNN's CPU time at 960x540 (bench/models.py).")
@@ -154,7 +154,7 @@ class DetectSettings(BaseModel):
 
 class EmbedSettings(BaseModel):
     batch_size: int = Field(32, ge=1, description="Faces per embedder batch.")
-    batch_wait_s: float = Field(0.05, ge=0, description="Longest wait to fill a batch (see detect.batch_wait_s).")
+    batch_wait_s: float = Field(0.01, ge=0, description="Longest wait to fill a batch (see detect.batch_wait_s).")
 
 
 class MatchSettings(BaseModel):

@@ -39,6 +39,17 @@ def test_models_bench_tiny(weights_dir, device):
     assert all(len(row) == len(HEADER) for row in table_rows(rows + placeholders))
 
 
+@pytest.mark.models
+def test_models_ablations_tiny(weights_dir, device):
+    from bench.models import HEADER, ablations, table_rows
+
+    rows = ablations(device=device, threads=1, size=(320, 240), rounds=2, min_time_s=0, weights_dir=weights_dir)
+    assert [r.model.split(",")[0] for r in rows] == ["detect (MTCNN)"] * 3 + ["embed (InceptionResnetV1)"] * 4
+    assert [r.batch for r in rows] == [1, 1, 1, 1, 1, 8, 8]
+    assert all(r.median_s > 0 and r.runs >= 6 for r in rows)
+    assert all(len(row) == len(HEADER) for row in table_rows(rows))
+
+
 # --------------------------------------------------------------------------- bench.match
 
 def test_face_like_data_and_exact_search():

@@ -113,12 +113,32 @@ def test_min_face_px_filters_small_faces(device, face_pairs):
 
 
 def test_min_prob_filters_the_false_face_in_obama_jpg(device, samples_dir):
-    # MTCNN also sees a weak face (p ~ 0.82) in the curtain behind Obama
+    # At full resolution MTCNN also sees a weak face (p ~ 0.82) in the curtain behind Obama
+    # (on the downscaled frame it does not: detect_face_px = min_face_px turns the downscale off).
     frame = load_rgb(samples_dir / "watchlist" / "obama" / "obama.jpg")
-    strict = FaceDetector(DetectSettings(min_prob=0.95), device).detect([frame])[0]
-    lax = FaceDetector(DetectSettings(min_prob=0.7), device).detect([frame])[0]
+    full = DetectSettings().min_face_px
+    strict = FaceDetector(DetectSettings(min_prob=0.95, detect_face_px=full), device).detect([frame])[0]
+    lax = FaceDetector(DetectSettings(min_prob=0.7, detect_face_px=full), device).detect([frame])[0]
     assert len(strict) == 1 and strict[0].prob > 0.99
     assert len(lax) == 2 and min(f.prob for f in lax) < 0.95
+
+
+def test_downscaled_detection_maps_back_to_the_full_frame(device, face_pairs):
+    """MTCNN on the frame at half size finds the same faces; boxes and landmarks come back in frame pixels and the
+    crop is cut from the full-resolution frame at that box."""
+    frame = load_rgb(face_pairs / "selfie-many-people.jpg")
+    full_settings = DetectSettings(detect_face_px=DetectSettings().min_face_px)
+    full = FaceDetector(full_settings, device).detect_one(frame)
+    small_detector = FaceDetector(DetectSettings(), device)
+    assert small_detector.detect_scale == 0.5
+    small = small_detector.detect_one(frame)
+    assert len(small) == len(full) >= 3
+    for a in small:
+        b = min(full, key=lambda f: np.abs(np.subtract(f.box, a.box)).sum())
+        side = b.width
+        assert np.abs(np.subtract(a.box, b.box)).max() < 0.08 * side
+        assert np.abs(np.subtract(a.landmarks, b.landmarks)).max() < 0.08 * side
+        np.testing.assert_array_equal(a.crop, crop_face(frame, a.box, 160, 32))
 
 
 def test_rejects_frames_that_are_not_rgb_uint8(detector):
