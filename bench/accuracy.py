@@ -3,7 +3,7 @@
     python -m bench.accuracy [--device cpu] [--threads 2]
 
 Pipeline under test: ``detect.model.FaceDetector`` with the project's
-``DetectSettings`` defaults on each photo at full resolution (EXIF-rotated,
+``DetectSettings`` defaults on each whole photo (EXIF-rotated,
 as enrolment loads photos), then ``embed.model.FaceEmbedder``; a pair's score
 is the cosine similarity of the two embeddings, "same person" when it reaches
 ``MatchSettings().threshold`` (read from ``runtime.settings``).
@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     multi = [n for n in pair_photos if len(photos[n].faces) > 1]
     print()
     print(f"photos: {len(pair_photos)} in the pair files (+{len(other_photos)} others), detected in {detect_s:.1f} s "
-          f"({1000 * detect_s / len(photos):.0f} ms per photo, full resolution)")
+          f"({1000 * detect_s / len(photos):.0f} ms per photo, whole photos in)")
     print(f"failed detections (no face found; every pair using them counts as an error): {len(failed)}"
           + (f" ({', '.join(failed)})" if failed else ""))
     for n in multi:
