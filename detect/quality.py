@@ -166,3 +166,12 @@ class QualityGate:
 
     def assess(self, camera_id: str, box, prob: float, landmarks, crop: np.ndarray) -> Verdict:
         return assess(box, prob, landmarks, crop, self.limits(camera_id))
+
+
+def quality_gate(settings) -> QualityGate:
+    """The gate of ``DetectSettings``: size and probability limits from the section, blur and pose from ``quality``."""
+    q = settings.quality
+    defaults = dict(min_face_px=settings.min_face_px, min_prob=settings.min_prob, min_sharpness=q.min_sharpness,
+                    max_yaw_deg=q.max_yaw_deg, max_pitch_deg=q.max_pitch_deg)
+    per_camera = {camera: overrides.model_dump(exclude_none=True) for camera, overrides in q.per_camera.items()}
+    return QualityGate(defaults, per_camera)

@@ -21,7 +21,7 @@ import logging
 from prometheus_client import Counter
 
 from detect.model import FaceDetector
-from detect.quality import QualityGate
+from detect.quality import quality_gate
 from runtime.device import device_from_settings
 from runtime.imaging import decode_jpeg, encode_jpeg
 from runtime.stream import BadEvent, StreamProcessor
@@ -38,15 +38,6 @@ FACES_REJECTED = Counter(
     "vigil_faces_rejected_total", "Faces the quality gate rejected, by camera and reason (small, low_prob, blurry, pose).",
     ["stage", "camera", "reason"],
 )
-
-
-def quality_gate(settings) -> QualityGate:
-    """The gate of ``DetectSettings``: size and probability limits from the section, blur and pose from ``quality``."""
-    q = settings.quality
-    defaults = dict(min_face_px=settings.min_face_px, min_prob=settings.min_prob, min_sharpness=q.min_sharpness,
-                    max_yaw_deg=q.max_yaw_deg, max_pitch_deg=q.max_pitch_deg)
-    per_camera = {camera: overrides.model_dump(exclude_none=True) for camera, overrides in q.per_camera.items()}
-    return QualityGate(defaults, per_camera)
 
 
 class DetectProcessor(StreamProcessor):

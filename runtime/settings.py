@@ -169,6 +169,10 @@ class MatchSettings(BaseModel):
     max_tracks_per_camera: int = Field(32, ge=1, description="Open tracks held per (run, camera); the least recently seen is ended (reason evicted) beyond this.")
 
 
+class EnrollSettings(BaseModel):
+    duplicate_similarity: float = Field(0.92, ge=-1, le=1, description="An enrolment photo whose face is at least this similar (cosine) to a face already enrolled, or to another photo of the same request, is refused as a near-duplicate: it adds no information and would weigh one picture twice. Measured on face-pairs (bench/templates.py): different photos of one person score at most 0.910, a photo and its own re-saved copy (70 % size, JPEG q70) at least 0.927.")
+
+
 class StageSettings(BaseModel):
     health_port: int = Field(8000, description="Port of /metrics, /healthz and /readyz (0 picks a free one).")
     log_level: str = Field("INFO", description="Log level.")
@@ -186,6 +190,7 @@ class VigilSettings(BaseSettings):
     detect: DetectSettings = Field(default_factory=DetectSettings)
     embed: EmbedSettings = Field(default_factory=EmbedSettings)
     match: MatchSettings = Field(default_factory=MatchSettings)
+    enroll: EnrollSettings = Field(default_factory=EnrollSettings)
     stage: StageSettings = Field(default_factory=StageSettings)
 
     @classmethod

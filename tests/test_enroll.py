@@ -67,3 +67,43 @@ def test_a_reason_is_required(enroller, face_pairs):
 
     with pytest.raises(EnrollmentError, match="reason"):
         enroller.enroll("someone", [face_pairs / "img1.jpg"], actor="tester", reason="  ")
+
+
+def _resaved(src, dst, scale: float = 0.7, quality: int = 70):
+    with Image.open(src) as img:
+        img = img.convert("RGB")
+        img.resize((int(img.width * scale), int(img.height * scale)), Image.BILINEAR).save(dst, "JPEG", quality=quality)
+    return dst
+
+
+def test_refuses_near_duplicates_in_a_request_already_enrolled_and_under_another_name(enroller, face_pairs, identities, tmp_path):
+    first, second = (face_pairs / name for name in identities["person-02"][:2])
+    copy = _resaved(first, tmp_path / "copy-of-first.jpg")
+    person = f"person-{uuid.uuid4().hex[:6]}"
+
+    result = enroller.enroll(person, [first, copy, second], actor="tester", reason="case 7")
+    assert result.enrolled == [str(first), str(second)]  # a different photo of the same person is welcome
+    assert f"near-duplicate of {first.name} in this request" in result.refused[str(copy)]
+    assert enroller.watchlist.persons()[person] == 2
+
+    again = enroller.enroll(person, [copy], actor="tester", reason="case 7")
+    assert again.enrolled == [] and "already enrolled for this person" in again.refused[str(copy)]
+    other = f"other-{uuid.uuid4().hex[:6]}"
+    renamed = enroller.enroll(other, [copy], actor="tester", reason="case 8")
+    assert renamed.enrolled == [] and f"already enrolled for {person!r}" in renamed.refused[str(copy)]
+    assert enroller.watchlist.persons()[person] == 2 and other not in enroller.watchlist.persons()
+    assert enroller.store.list_keys(enroller.settings.s3.watchlist_bucket, f"{other}/") == []
+
+
+def test_refuses_a_face_that_fails_the_quality_gate(enroller, face_pairs, identities, tmp_path):
+    from PIL import ImageFilter
+
+    sharp = face_pairs / identities["person-03"][0]
+    blurred = tmp_path / "blurred.jpg"
+    with Image.open(sharp) as img:
+        img.convert("RGB").filter(ImageFilter.GaussianBlur(6)).save(blurred, quality=95)
+    person = f"person-{uuid.uuid4().hex[:6]}"
+    result = enroller.enroll(person, [blurred], actor="tester", reason="case 9")
+    assert result.enrolled == []
+    assert "fails the quality gate (blurry" in result.refused[str(blurred)]
+    assert person not in enroller.watchlist.persons()

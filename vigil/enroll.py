@@ -1,8 +1,16 @@
 """Enrolment: photos of a person -> checked faces -> templates in the watchlist, with an audit record.
 
 A photo is refused (and the watchlist left unchanged by it) unless it holds
-exactly one face. Every enrolment and every refusal is written to the audit
-topic with who did it and why.
+exactly one face, that face passes detect's quality gate (size, probability,
+blur, pose: the defaults, not a camera's overrides), and it is not a
+near-duplicate (``enroll.duplicate_similarity``) of a face already enrolled,
+for this person or anyone else, or of another photo in the same request.
+Every enrolment and every refusal is written to the audit topic with who did
+it and why.
+
+Each accepted photo is its own watchlist entry ("all vectors"); match takes a
+person's best entry. ``python -m bench.templates`` measures that against one
+normalised mean template per person.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from detect.model import FaceDetector
+from detect.quality import quality_gate
 from embed.model import FaceEmbedder
 from runtime.device import device_from_settings
 from runtime.kafka import EventProducer
@@ -71,6 +80,7 @@ class Enroller:
         self.settings = settings
         # Enrolment photos are held to a stricter standard than live frames.
         self.detector = detector or FaceDetector(settings.detect, device)
+        self.gate = quality_gate(settings.detect)
         self.embedder = embedder or FaceEmbedder(settings.models.weights_dir, device)
         self.store = ObjectStore(settings.s3)
         self.store.ensure_buckets()
@@ -94,9 +104,18 @@ class Enroller:
                 found = "no face" if not faces else f"{len(faces)} faces"
                 result.refused[str(photo)] = f"{found} found in {photo.name}; an enrolment photo must show exactly one face"
                 continue
-            accepted.append((photo, photo.read_bytes(), faces[0].crop))
+            face = faces[0]
+            verdict = self.gate.assess(AUDIT_SCOPE, face.box, face.prob, face.landmarks, face.crop)
+            if not verdict.accepted:
+                result.refused[str(photo)] = (
+                    f"the face in {photo.name} fails the quality gate ({verdict.reason}: {verdict.face_px:.0f} px, "
+                    f"p={verdict.prob:.3f}, sharpness {verdict.sharpness}, yaw {verdict.yaw_deg} deg, pitch {verdict.pitch_deg} deg)")
+                continue
+            accepted.append((photo, photo.read_bytes(), face.crop))
+        vectors = self.embedder.embed([crop for _, _, crop in accepted])
+        keep = self._drop_near_duplicates(person_id, accepted, vectors, result)
+        accepted, vectors = [accepted[i] for i in keep], vectors[keep]
         if accepted:
-            vectors = self.embedder.embed([crop for _, _, crop in accepted])
             keys = []
             for photo, data, _ in accepted:
                 key = f"{person_id}/{hashlib.sha256(data).hexdigest()[:16]}{photo.suffix.lower()}"
@@ -110,6 +129,26 @@ class Enroller:
             self._audit("enroll_refused", person_id, actor, reason, {"photo": Path(photo).name, "why": why})
         self.producer.flush()
         return result
+
+    def _drop_near_duplicates(self, person_id: str, accepted: list, vectors: np.ndarray, result: EnrollResult) -> list[int]:
+        """Indices of ``accepted`` that are no near-duplicate of an enrolled face or of an earlier photo here."""
+        if not accepted:
+            return []
+        limit = self.settings.enroll.duplicate_similarity
+        enrolled = self.watchlist.search(vectors, limit=1)
+        keep: list[int] = []
+        for i, (photo, _, _) in enumerate(accepted):
+            twin = next((accepted[j][0] for j in keep if float(vectors[i] @ vectors[j]) >= limit), None)
+            hit = enrolled[i][0] if enrolled[i] else None
+            if twin is not None:
+                result.refused[str(photo)] = f"{photo.name} is a near-duplicate of {twin.name} in this request (cosine >= {limit})"
+            elif hit is not None and hit.score >= limit:
+                whose = "this person" if hit.person_id == person_id else f"{hit.person_id!r}"
+                result.refused[str(photo)] = (f"{photo.name} is a near-duplicate (cosine {hit.score:.3f} >= {limit}) of "
+                                              f"{hit.photo_key}, already enrolled for {whose}")
+            else:
+                keep.append(i)
+        return keep
 
     def _audit(self, action: str, subject: str, actor: str, reason: str, details: dict) -> None:
         now = utc_now()

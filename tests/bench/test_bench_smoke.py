@@ -122,3 +122,27 @@ def test_pipeline_bench_tiny(weights_dir, tmp_path, monkeypatch):
     assert tp.cpu_s["detect"] > 0
     text = report_tables(result)
     assert "bare loop, run 1" in text and "pipeline, throughput" in text
+
+
+# --------------------------------------------------------------------------- bench.templates
+
+def test_template_strategies_and_duplicate_scores_on_vectors_with_known_answers():
+    from bench.templates import STRATEGIES, compare_strategies, duplicate_scores
+
+    e = np.eye(4, dtype=np.float32)
+    # person a: two photos along x and y, probed along their mean; person b: along z, probed along z
+    mid = (e[0] + e[1]) / np.sqrt(2)
+    vectors = {"a": [e[0], e[1], mid], "b": [e[2], e[2], e[2]]}
+    results = {r.strategy: r for r in compare_strategies(vectors, enrolled=2)}
+    assert set(results) == set(STRATEGIES)
+    every, mean = results[STRATEGIES[0]], results[STRATEGIES[1]]
+    np.testing.assert_allclose(sorted(every.genuine), sorted([1 / np.sqrt(2), 1.0]), atol=1e-6)  # best single entry
+    np.testing.assert_allclose(sorted(mean.genuine), [1.0, 1.0], atol=1e-6)  # the mean of x and y is the probe itself
+    np.testing.assert_allclose(every.impostor, [0.0, 0.0], atol=1e-6)
+    with pytest.raises(ValueError, match="two people"):
+        compare_strategies(vectors, enrolled=3)
+
+    copies = {"a": [e[0], None, mid], "b": [e[2], e[2], e[2]]}
+    different, same_photo = duplicate_scores(vectors, copies)
+    assert len(different) == 6 and len(same_photo) == 5  # 3 + 3 pairs; one copy had no face
+    np.testing.assert_allclose(same_photo, 1.0, atol=1e-6)

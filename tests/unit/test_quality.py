@@ -122,7 +122,7 @@ def test_gate_merges_per_camera_overrides_over_defaults():
 
 
 def test_detect_settings_make_the_gate():
-    from detect.stage import quality_gate
+    from detect.quality import quality_gate
 
     settings = DetectSettings(min_prob=0.9, min_face_px=30, quality=FaceQualitySettings(
         min_sharpness=20, per_camera={"lobby": FaceQualityOverrides(min_face_px=60, max_pitch_deg=20)}))
