@@ -249,14 +249,6 @@ def read_identities(root: Path) -> dict[str, str]:
         return {r["file"]: r["identity"] for r in csv.DictReader(fh)}
 
 
-def load_photo(path: Path) -> np.ndarray:
-    """RGB uint8, EXIF orientation applied (as ``vigil.enroll.load_photo`` reads enrolment photos)."""
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as image:
-        return np.asarray(ImageOps.exif_transpose(image).convert("RGB"), dtype=np.uint8)
-
-
 # --------------------------------------------------------------------------------------------
 # Pipeline
 # --------------------------------------------------------------------------------------------
@@ -270,11 +262,13 @@ class PhotoFaces:
 
 
 def detect_photos(detector, root: Path, names: list[str]) -> dict[str, PhotoFaces]:
+    from vigil.enroll import load_photo  # photos are read exactly as enrolment reads them
+
     out = {}
     for name in names:
         try:
             image = load_photo(root / name)
-        except OSError as exc:
+        except ValueError as exc:
             print(f"  cannot read {name}: {exc}", file=sys.stderr)
             out[name] = PhotoFaces(name, (0, 0), [], None)
             continue

@@ -161,8 +161,9 @@ def ablations(*, device: torch.device, threads: int | None, size=(960, 540), rou
     }
     detectors["contiguous (NCHW) MTCNN"].mtcnn.to(memory_format=torch.contiguous_format)
     crops = [f.crop for faces in detectors["full-resolution MTCNN input"].detect(frames) for f in faces]
-    embedders = {"shipped: channels-last": FaceEmbedder(weights_dir or ModelSettings().weights_dir, device),
-                 "contiguous (NCHW) FaceNet": FaceEmbedder(weights_dir or ModelSettings().weights_dir, device)}
+    weights_dir = weights_dir or ModelSettings().weights_dir
+    embedders = {"shipped: channels-last": FaceEmbedder(weights_dir, device),
+                 "contiguous (NCHW) FaceNet": FaceEmbedder(weights_dir, device)}
     embedders["contiguous (NCHW) FaceNet"].model.to(memory_format=torch.contiguous_format)
     cases = [(f"detect (MTCNN), {name}", f"{size[0]}x{size[1]}", 1, (lambda d=d, it=itertools.cycle(frames): d.detect([next(it)])))
              for name, d in detectors.items()]

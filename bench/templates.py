@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from bench.accuracy import load_photo, roc_auc, roc_curve, tar_at_far
+from bench.accuracy import auc, roc_curve, tar_at_far
 from bench.common import REPO, machine, print_machine, print_tables
 
 STRATEGIES = ("all vectors (shipped)", "normalised mean")
@@ -48,19 +48,21 @@ class StrategyResult:
     genuine: np.ndarray
     impostor: np.ndarray
 
-    def row(self, threshold: float) -> list[str]:
+    def __post_init__(self) -> None:
         scores = np.concatenate([self.genuine, self.impostor])
         labels = np.concatenate([np.ones(len(self.genuine), bool), np.zeros(len(self.impostor), bool)])
         fpr, tpr, thr = roc_curve(scores, labels)
-        return [self.strategy, str(self.enrolled), f"{len(self.genuine)} / {len(self.impostor)}", f"{roc_auc(scores, labels):.4f}",
-                f"{100 * tar_at_far(fpr, tpr, thr, 0.01)[0]:.1f} %", f"{100 * tar_at_far(fpr, tpr, thr, 0.001)[0]:.1f} %",
+        self.auc = auc(fpr, tpr)
+        self.tar_far1 = tar_at_far(fpr, tpr, thr, 0.01)[0]
+        self.tar_far01 = tar_at_far(fpr, tpr, thr, 0.001)[0]
+
+    def row(self, threshold: float) -> list[str]:
+        return [self.strategy, str(self.enrolled), f"{len(self.genuine)} / {len(self.impostor)}", f"{self.auc:.4f}",
+                f"{100 * self.tar_far1:.1f} %", f"{100 * self.tar_far01:.1f} %",
                 f"{100 * np.mean(self.genuine >= threshold):.1f} %", f"{100 * np.mean(self.impostor >= threshold):.2f} %"]
 
     def key(self) -> tuple[float, float]:
-        scores = np.concatenate([self.genuine, self.impostor])
-        labels = np.concatenate([np.ones(len(self.genuine), bool), np.zeros(len(self.impostor), bool)])
-        fpr, tpr, thr = roc_curve(scores, labels)
-        return tar_at_far(fpr, tpr, thr, 0.01)[0], roc_auc(scores, labels)
+        return self.tar_far1, self.auc
 
 
 HEADER = ["strategy", "photos enrolled", "genuine / impostor scores", "AUC", "TAR@FAR1%", "TAR@FAR0.1%",
@@ -109,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     from embed.model import FaceEmbedder
     from runtime.device import pick_device
     from runtime.settings import DetectSettings, EnrollSettings, MatchSettings
+    from vigil.enroll import load_photo
     from vigil.footage import identities
 
     print_machine(machine())

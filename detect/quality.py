@@ -156,6 +156,11 @@ class QualityGate:
         self._per_camera = {camera: QualityLimits(**{**defaults, **overrides})
                             for camera, overrides in (per_camera or {}).items()}
 
+    @property
+    def defaults(self) -> QualityLimits:
+        """The limits of a camera without overrides (and of enrolment photos)."""
+        return self._defaults
+
     def limits(self, camera_id: str) -> QualityLimits:
         return self._per_camera.get(camera_id, self._defaults)
 

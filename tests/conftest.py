@@ -14,7 +14,6 @@ running, or real Kafka/S3/Milvus), uses that and starts nothing.
 
 from __future__ import annotations
 
-import csv
 import os
 import subprocess
 import time
@@ -119,21 +118,17 @@ def face_pairs() -> Path:
 
 
 @pytest.fixture(scope="session")
-def identities(face_pairs) -> dict[str, list[str]]:
-    """identity -> photo file names, in the order of identities.csv."""
-    groups: dict[str, list[str]] = {}
-    with open(face_pairs / "identities.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            groups.setdefault(row["identity"], []).append(row["file"])
-    return groups
-
-
-@pytest.fixture(scope="session")
 def people(face_pairs) -> dict[str, list[Path]]:
     """identity -> photo paths, in the order of identities.csv."""
     from vigil.footage import identities as photo_identities
 
     return photo_identities(face_pairs)
+
+
+@pytest.fixture(scope="session")
+def identities(people) -> dict[str, list[str]]:
+    """identity -> photo file names (relative to face-pairs), in the order of identities.csv."""
+    return {person: [photo.name for photo in photos] for person, photos in people.items()}
 
 
 @pytest.fixture(scope="session")

@@ -69,16 +69,18 @@ def test_a_reason_is_required(enroller, face_pairs):
         enroller.enroll("someone", [face_pairs / "img1.jpg"], actor="tester", reason="  ")
 
 
-def _resaved(src, dst, scale: float = 0.7, quality: int = 70):
-    with Image.open(src) as img:
-        img = img.convert("RGB")
-        img.resize((int(img.width * scale), int(img.height * scale)), Image.BILINEAR).save(dst, "JPEG", quality=quality)
+def _resaved(src, dst):
+    """The re-saved copy (70 % size, JPEG q70) that enroll.duplicate_similarity was measured on (bench.templates)."""
+    from bench.templates import resaved
+    from vigil.enroll import load_photo
+
+    Image.fromarray(resaved(load_photo(src))).save(dst)  # lossless: exactly the measured copy
     return dst
 
 
 def test_refuses_near_duplicates_in_a_request_already_enrolled_and_under_another_name(enroller, face_pairs, identities, tmp_path):
     first, second = (face_pairs / name for name in identities["person-02"][:2])
-    copy = _resaved(first, tmp_path / "copy-of-first.jpg")
+    copy = _resaved(first, tmp_path / "copy-of-first.png")
     person = f"person-{uuid.uuid4().hex[:6]}"
 
     result = enroller.enroll(person, [first, copy, second], actor="tester", reason="case 7")

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from detect.model import FaceDetector
+from detect.quality import assess as assess_face
 from detect.quality import quality_gate
 from embed.model import FaceEmbedder
 from runtime.device import device_from_settings
@@ -80,7 +81,7 @@ class Enroller:
         self.settings = settings
         # Enrolment photos are held to a stricter standard than live frames.
         self.detector = detector or FaceDetector(settings.detect, device)
-        self.gate = quality_gate(settings.detect)
+        self.quality_limits = quality_gate(settings.detect).defaults
         self.embedder = embedder or FaceEmbedder(settings.models.weights_dir, device)
         self.store = ObjectStore(settings.s3)
         self.store.ensure_buckets()
@@ -105,7 +106,7 @@ class Enroller:
                 result.refused[str(photo)] = f"{found} found in {photo.name}; an enrolment photo must show exactly one face"
                 continue
             face = faces[0]
-            verdict = self.gate.assess(AUDIT_SCOPE, face.box, face.prob, face.landmarks, face.crop)
+            verdict = assess_face(face.box, face.prob, face.landmarks, face.crop, self.quality_limits)
             if not verdict.accepted:
                 result.refused[str(photo)] = (
                     f"the face in {photo.name} fails the quality gate ({verdict.reason}: {verdict.face_px:.0f} px, "
