@@ -33,7 +33,7 @@ is the cosine similarity of the two embeddings, "same person" when it reaches
   box+margin crops of these photos (label-free: FaceNet's training geometry
   without the in-plane rotation).
 
-The dataset is found through ``VIGIL_DATASETS`` (``vigil.footage.face_pairs_dir``).
+The dataset is found through ``VIGIL_DATASETS`` (``synthetic.footage.face_pairs_dir``).
 Nothing is cached. The last line printed is ``AUC=.. TAR@FAR1=.. ACC@default=..``
 for the pivot pairs with the shipped pipeline.
 """
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     from embed.model import FaceEmbedder
     from runtime.device import pick_device
     from runtime.settings import DetectSettings, MatchSettings
-    from vigil.footage import face_pairs_dir
+    from synthetic.footage import face_pairs_dir
 
     info = machine()
     print("# Vigil accuracy benchmark: face-pairs verification   (python -m bench.accuracy)")

@@ -2,7 +2,7 @@
 
     python -m bench.decode [FILE ...] [--fps-sample 5] [--repeat 2] [--threads 0]
 
-Without files it builds footage with ``vigil.footage`` (face-pairs photos
+Without files it builds footage with ``synthetic.footage`` (face-pairs photos
 moving over a background when the dataset is there, a moving pattern
 otherwise) at 960x540 and 1920x1080, 25 fps, and measures that. Synthetic
 footage compresses better than a real camera's, so its decode rates are an
@@ -115,9 +115,9 @@ def measure(path: str, *, sample_fps: float, repeat: int, threads: int, max_widt
 def build_default_footage(folder: Path, *, fps: int, seconds: float, sizes: list[tuple[int, int]],
                           content: str = "faces") -> list[Path]:
     try:
-        from vigil.footage import default_scenes, make_footage, make_pattern_clip
+        from synthetic.footage import default_scenes, make_footage, make_pattern_clip
     except ImportError:  # pragma: no cover - run outside the repository
-        sys.exit("vigil.footage is not importable: run from the repository root, or pass FILEs")
+        sys.exit("synthetic.footage is not importable: run from the repository root, or pass FILEs")
     n_frames = int(round(fps * seconds))
     paths = []
     for width, height in sizes:

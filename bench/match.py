@@ -2,7 +2,7 @@
 
     python -m bench.match [--sizes 1000,100000] [--queries 300] [--batches 20]
 
-Starts a local stack (``vigil.stack.running_stack``) in a temporary home,
+Starts a local stack (``localstack.stack.running_stack``) in a temporary home,
 and for each watchlist size builds a collection through
 ``storage.vectors.Watchlist`` (index, metric and HNSW parameters from
 ``MilvusSettings``), inserts the vectors in chunks, flushes, waits until the
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s]
 
     from runtime.settings import load_settings
-    from vigil.stack import running_stack
+    from localstack.stack import running_stack
 
     info = machine()
     print_machine(info)

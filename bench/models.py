@@ -68,7 +68,7 @@ class Row:
 
 def bench_photos() -> list[Path]:
     """A few face photos: the first photo of each face-pairs identity, else the bundled samples."""
-    from vigil.footage import identities
+    from synthetic.footage import identities
 
     found = identities()
     if found:

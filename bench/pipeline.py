@@ -2,7 +2,7 @@
 
     python -m bench.pipeline [--seconds 40] [--fps 5] [--size 960x540] [--stage-threads detect=2,embed=1]
 
-One camera: footage made with ``vigil.footage.make_footage`` from face-pairs
+One camera: footage made with ``synthetic.footage.make_footage`` from face-pairs
 photos (people on the watchlist shown in photos that were *not* enrolled,
 alternating with strangers; the bundled sample photos when the dataset is
 missing), encoded at 10 fps and sampled at ``--fps`` (5) by ingest, as a
@@ -90,7 +90,7 @@ class Workload:
 
 def build_workload(folder: Path, *, seconds: float, size: tuple[int, int], enrolled_people: int = 6) -> Workload:
     """Footage of ``seconds`` at ``SOURCE_FPS`` and the watchlist to enroll (see the module doc)."""
-    from vigil.footage import Scene, identities, make_footage
+    from synthetic.footage import Scene, identities, make_footage
 
     frames_per_scene = max(2, round(SCENE_S * SOURCE_FPS))
     n_scenes = max(1, round(seconds / SCENE_S))
@@ -403,7 +403,7 @@ def fresh_stacks(root: Path):
     replay those events (at-least-once) into this run's timings.
     """
     from runtime.settings import load_settings
-    from vigil.stack import running_stack
+    from localstack.stack import running_stack
 
     count = 0
 

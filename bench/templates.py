@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.device import pick_device
     from runtime.settings import DetectSettings, EnrollSettings, MatchSettings
     from vigil.enroll import load_photo
-    from vigil.footage import identities
+    from synthetic.footage import identities
 
     print_machine(machine())
     people = identities()

@@ -46,7 +46,7 @@ def measure(n: int, width: int) -> list[tuple[str, float, float]]:
     from schemas.events import FrameEvent, utc_now
     from schemas.topics import FRAMES
     from storage.objects import ObjectStore
-    from vigil.stack import running_stack
+    from localstack.stack import running_stack
 
     jpegs = frames_jpeg(n, width)
     with tempfile.TemporaryDirectory() as home, running_stack(Path(home)) as info:

@@ -8,6 +8,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export VIGIL_MODELS__TORCH_THREADS=${VIGIL_MODELS__TORCH_THREADS:-1}
-.venv/bin/python -m vigil.footage sample media/samples/scenes media/samples/lobby.mp4
+.venv/bin/python -m synthetic.footage sample media/samples/scenes media/samples/lobby.mp4
 exec .venv/bin/vigil run lobby=media/samples/lobby.mp4 --watchlist media/samples/watchlist \
   --reason "sample run" --report out/sample-report.json "$@"

@@ -6,7 +6,7 @@ absent), the converted embedder weights (converted on first use; only a failed
 download skips, a wrong hash fails), the detector and the embedder.
 
 ``stack``: the real services for the whole session. It starts a local stack
-(``vigil.stack``) in a temporary home and points ``VIGIL_CONFIG`` at its
+(``localstack.stack``) in a temporary home and points ``VIGIL_CONFIG`` at its
 stack.yaml, so ``runtime.settings.load_settings()`` reaches it; or, when
 ``VIGIL_TEST_STACK`` names an existing stack.yaml (a ``vigil up`` already
 running, or real Kafka/S3/Milvus), uses that and starts nothing.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import torch
 from PIL import Image
 
 from runtime.settings import VigilSettings, load_settings
-from vigil.footage import datasets_dir
+from synthetic.footage import datasets_dir
 
 @dataclass
 class TestStack:
@@ -46,7 +47,7 @@ class TestStack:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory) -> TestStack:
-    from vigil import stack as local_stack
+    from localstack import stack as local_stack
 
     previous = os.environ.get("VIGIL_CONFIG")
     existing = os.environ.get("VIGIL_TEST_STACK")
@@ -120,7 +121,7 @@ def face_pairs() -> Path:
 @pytest.fixture(scope="session")
 def people(face_pairs) -> dict[str, list[Path]]:
     """identity -> photo paths, in the order of identities.csv."""
-    from vigil.footage import identities as photo_identities
+    from synthetic.footage import identities as photo_identities
 
     return photo_identities(face_pairs)
 
@@ -155,6 +156,15 @@ def samples_dir() -> Path:
     except subprocess.CalledProcessError as exc:
         pytest.skip(f"could not download the sample photos: {exc}")
     return SAMPLES_DIR
+
+
+@pytest.fixture
+def stage_settings(stack, weights_dir) -> VigilSettings:
+    """The stack's settings with the converted weights and a watchlist collection of this test's own."""
+    settings = stack.settings
+    settings.models.weights_dir = weights_dir
+    settings.milvus.collection = f"test_{uuid.uuid4().hex[:8]}"
+    return settings
 
 
 @pytest.fixture(scope="session")

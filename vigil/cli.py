@@ -27,7 +27,7 @@ def _home() -> Path:
 
 
 def cmd_up(args) -> int:
-    from vigil.stack import up
+    from localstack.stack import up
 
     info = up(_home())
     print(json.dumps(info, indent=2, default=str))
@@ -36,7 +36,7 @@ def cmd_up(args) -> int:
 
 
 def cmd_down(args) -> int:
-    from vigil.stack import down
+    from localstack.stack import down
 
     down(_home())
     print("stack down")
@@ -45,7 +45,7 @@ def cmd_down(args) -> int:
 
 def cmd_status(args) -> int:
     from ingest.service import read_status
-    from vigil.stack import status
+    from localstack.stack import status
 
     report = status(_home())
     report["ingest"] = read_status(_settings().ingest)  # each ingest process's cameras: state, fps, drops, last error
@@ -106,7 +106,7 @@ def cmd_run(args) -> int:
     home = _home()
     with contextlib.ExitStack() as cleanup:
         if not args.no_stack:
-            from vigil.stack import running_stack
+            from localstack.stack import running_stack
 
             print(f"starting the local stack in {home} ...", flush=True)
             info = cleanup.enter_context(running_stack(home))

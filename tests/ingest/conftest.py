@@ -120,7 +120,7 @@ def rtsp_camera():
 @contextlib.contextmanager
 def tansu_broker(log_dir: Path) -> Iterator[KafkaSettings]:
     """A fresh, empty Tansu broker (the one ``vigil up`` runs) for the block."""
-    from vigil.stack import Kafka
+    from localstack.stack import Kafka
 
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
@@ -141,7 +141,7 @@ def tansu_broker(log_dir: Path) -> Iterator[KafkaSettings]:
 
 def tansu_available() -> bool:
     try:
-        from vigil.stack import Kafka
+        from localstack.stack import Kafka
 
         Kafka.binary()
         return True

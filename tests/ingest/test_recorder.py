@@ -10,7 +10,7 @@ import pytest
 
 from ingest.recorder import SegmentRecorder
 from ingest.source import sample_frames
-from vigil.footage import make_pattern_clip
+from synthetic.footage import make_pattern_clip
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 

@@ -25,7 +25,7 @@ from schemas.topics import EMBEDDINGS, FACES, FRAMES
 from storage.objects import ObjectStore
 from tests.ingest.conftest import free_port, published, tansu_available, tansu_broker, wait_for, with_ingest
 from vigil.cli import main
-from vigil.footage import Scene, make_footage
+from synthetic.footage import Scene, make_footage
 from vigil.replay import replay_topic, run_alerts
 from vigil.run import StageProcess, metric
 

@@ -16,7 +16,7 @@ from ingest.service import IngestService
 from runtime.settings import CameraSettings
 from storage.objects import ObjectStore
 from tests.ingest.conftest import ServiceThread, free_port, needs_rtsp, published, wait_for, with_ingest
-from vigil.footage import keyframe_offsets, make_corrupt_copy, make_pattern_clip
+from synthetic.footage import keyframe_offsets, make_corrupt_copy, make_pattern_clip
 
 pytestmark = [pytest.mark.services, needs_rtsp]
 

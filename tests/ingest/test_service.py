@@ -20,7 +20,7 @@ from ingest.service import IngestService, read_status
 from runtime.settings import CameraSettings, IngestSettings
 from storage.objects import ObjectStore
 from tests.ingest.conftest import free_port, published, with_ingest
-from vigil.footage import make_corrupt_copy, make_pattern_clip
+from synthetic.footage import make_corrupt_copy, make_pattern_clip
 
 pytestmark = pytest.mark.services
 

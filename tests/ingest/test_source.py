@@ -15,7 +15,7 @@ from ingest.source import FrameSampler, SourceError, is_live, redact_url, sample
 from runtime.imaging import decode_jpeg, encode_jpeg
 from runtime.settings import IngestSettings
 from tests.ingest.conftest import needs_rtsp
-from vigil.footage import keyframe_offsets, make_corrupt_copy, make_pattern_clip
+from synthetic.footage import keyframe_offsets, make_corrupt_copy, make_pattern_clip
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 

@@ -1,4 +1,4 @@
-"""The local stack (vigil.stack): real servers, several at once, clean stops."""
+"""The local stack (localstack.stack): real servers, several at once, clean stops."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import yaml
 from runtime.settings import KafkaSettings, MilvusSettings, S3Settings
 from storage.objects import ObjectStore
 from storage.vectors import DIM, Watchlist
-from vigil import stack as local_stack
+from localstack import stack as local_stack
 
 pytestmark = pytest.mark.services
 SERVICES = {"kafka", "s3", "milvus"}

@@ -1,8 +1,8 @@
 """Run the embedded Milvus server (the ``milvus`` wheel) in the foreground until SIGTERM.
 
-``vigil.stack`` starts this as the local stack's Milvus::
+``localstack.stack`` starts this as the local stack's Milvus::
 
-    python -m vigil.milvus_server --base-dir DIR --port proxy=19530 --port etcd=2379 ...
+    python -m localstack.milvus_server --base-dir DIR --port proxy=19530 --port etcd=2379 ...
 
 It drives the package's own ``MilvusServer`` (the class behind
 ``milvus.default_server``) and changes only what several instances on one
@@ -182,7 +182,7 @@ def _port(text: str) -> tuple[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vigil.milvus_server", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m localstack.milvus_server", description=__doc__.split("\n")[0])
     parser.add_argument("--base-dir", type=Path, required=True, help="Config, data and Milvus's own logs.")
     parser.add_argument("--bin-cache", type=Path, help="Where to unpack the binaries (default: the base dir).")
     parser.add_argument("--port", type=_port, action="append", default=[], help="NAME=PORT, once per port.")
@@ -209,16 +209,16 @@ def main(argv: list[str] | None = None) -> int:
     rc = 0
     try:
         server.start()
-        print(f"vigil.milvus_server: Milvus ready on {LOOPBACK}:{ports['proxy']} (pid {server.server_proc.pid})",
+        print(f"localstack.milvus_server: Milvus ready on {LOOPBACK}:{ports['proxy']} (pid {server.server_proc.pid})",
               flush=True)
         while server.server_proc.poll() is None:
             time.sleep(0.5)
         rc = server.server_proc.returncode or 1
-        print(f"vigil.milvus_server: Milvus exited with code {server.server_proc.returncode}", flush=True)
+        print(f"localstack.milvus_server: Milvus exited with code {server.server_proc.returncode}", flush=True)
     except _Terminated:
-        print("vigil.milvus_server: stopping Milvus", flush=True)
+        print("localstack.milvus_server: stopping Milvus", flush=True)
     except Exception as exc:  # noqa: BLE001 - report and stop whatever started
-        print(f"vigil.milvus_server: start-up failed: {exc!r}", file=sys.stderr, flush=True)
+        print(f"localstack.milvus_server: start-up failed: {exc!r}", file=sys.stderr, flush=True)
         rc = 1
     finally:
         server.stop()

