@@ -4,12 +4,11 @@
 
 One camera: footage made with ``synthetic.footage.make_footage`` from face-pairs
 photos (people on the watchlist shown in photos that were *not* enrolled,
-alternating with strangers; the bundled sample photos when the dataset is
-missing), encoded at 10 fps and sampled at ``--fps`` (5) by ingest, as a
-camera would be. Each pipeline run gets a fresh local stack in a temporary
-home (a stage that was stopped before its last commit would otherwise replay
-those events into the next run), the people are enrolled with
-``vigil.enroll.Enroller``, and a bare loop runs on that stack before the
+alternating with strangers), encoded at 10 fps and sampled at ``--fps`` (5)
+by ingest, as a camera would be. Each pipeline run gets a fresh local stack
+in a temporary home (a stage that was stopped before its last commit would
+otherwise replay those events into the next run), the people are enrolled
+with ``vigil.enroll.Enroller``, and a bare loop runs on that stack before the
 pipeline does:
 
 1. **bare**: the models called in a loop in this process, one frame at a
@@ -61,7 +60,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import resource
 import sys
 import tempfile
@@ -71,7 +69,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import REPO, machine, markdown_table, percentile_ms, print_machine, text_table
+from bench.common import machine, markdown_table, percentile_ms, print_machine, text_table
 
 SOURCE_FPS = 10
 SCENE_S = 2.0  # a new face every 2 s: each enrolled person's scene is a new track, hence a new alert
@@ -85,7 +83,6 @@ class Workload:
     n_source_frames: int
     watchlist: dict[str, list[Path]]  # person -> photos to enroll
     shown: list[str]  # scene labels, in order
-    dataset: str
 
 
 def build_workload(folder: Path, *, seconds: float, size: tuple[int, int], enrolled_people: int = 6) -> Workload:
@@ -95,32 +92,19 @@ def build_workload(folder: Path, *, seconds: float, size: tuple[int, int], enrol
     frames_per_scene = max(2, round(SCENE_S * SOURCE_FPS))
     n_scenes = max(1, round(seconds / SCENE_S))
     people = identities()
-    if people:
-        candidates = sorted(p for p, photos in people.items() if len(photos) >= 3)[:enrolled_people]
-        watchlist = {p: people[p][:2] for p in candidates}
-        strangers = [people[p][0] for p in sorted(people) if p not in watchlist]
-        known = [(photo, p) for p in candidates for photo in people[p][2:]]
-        dataset = "face-pairs"
-    else:
-        from vigil.enroll import photos_by_person
-
-        samples = REPO / "media" / "samples"
-        watchlist = photos_by_person(samples / "watchlist")
-        scene_photos = sorted((samples / "scenes").glob("*.jpg"))
-        known = [(p, next(iter(watchlist))) for p in scene_photos if p.stem.startswith(next(iter(watchlist)))]
-        strangers = [p for p in scene_photos if not p.stem.startswith(next(iter(watchlist)))]
-        dataset = "media/samples"
+    candidates = sorted(p for p, photos in people.items() if len(photos) >= 3)[:enrolled_people]
+    watchlist = {p: people[p][:2] for p in candidates}
+    strangers = [people[p][0] for p in sorted(people) if p not in watchlist]
+    known = [(photo, p) for p in candidates for photo in people[p][2:]]
     scenes = []
     for i in range(n_scenes):
         if i % 2 == 0 and known:
             photo, label = known[(i // 2) % len(known)]
-        elif strangers:
+        else:  # face-pairs has more people than can be enrolled: strangers is never empty
             photo, label = strangers[(i // 2) % len(strangers)], "stranger"
-        else:
-            photo, label = known[i % len(known)]
         scenes.append(Scene(photo, frames_per_scene, label))
     truth = make_footage(folder / "camera.mp4", scenes, fps=SOURCE_FPS, size=size, seed=0)
-    return Workload(truth.path, truth.n_frames, watchlist, [s.label for s in scenes], dataset)
+    return Workload(truth.path, truth.n_frames, watchlist, [s.label for s in scenes])
 
 
 # --------------------------------------------------------------------------- bare loop
@@ -267,33 +251,6 @@ class PipelineResult:
         return self.frames / self.wall_s if self.wall_s else 0.0
 
 
-def _samples(values: dict[str, float], name: str) -> dict[str, float]:
-    """label string -> value, for the samples of ``name`` (e.g. ``{le=0.5}``)."""
-    return {k[len(name):]: v for k, v in values.items() if k.startswith(name + "{")}
-
-
-def histogram_quantile(values: dict[str, float], name: str, q: float) -> float | None:
-    """Prometheus-style quantile from the cumulative buckets of ``name`` (linear inside a bucket)."""
-    buckets = []
-    for labels, count in _samples(values, name + "_bucket").items():
-        m = re.search(r"le=([^,}]+)", labels)
-        if m:
-            buckets.append((float(m.group(1)), count))
-    buckets.sort()
-    if not buckets or buckets[-1][1] == 0:
-        return None
-    total = buckets[-1][1]
-    rank = q * total
-    prev_le, prev_count = 0.0, 0.0
-    for le, count in buckets:
-        if count >= rank:
-            if le == float("inf"):
-                return prev_le
-            return prev_le + (le - prev_le) * ((rank - prev_count) / (count - prev_count) if count > prev_count else 0)
-        prev_le, prev_count = le, count
-    return prev_le
-
-
 def first_frame_time(kafka_settings, run_id: str) -> tuple[float | None, int]:
     from runtime.kafka import EventReader
     from schemas.topics import FRAMES
@@ -311,7 +268,10 @@ def first_frame_time(kafka_settings, run_id: str) -> tuple[float | None, int]:
 
 def run_pipeline(settings, footage: Path, home: Path, *, fps: float, realtime: bool, env: dict[str, str],
                  stage_env: dict[str, dict[str, str]], out, service_pgids: list[int] = ()) -> PipelineResult:
-    from vigil.run import STREAM_STAGES, PipelineRun, metric
+    from runtime import metrics
+    from runtime.metrics import Scrape
+    from schemas.stages import STREAM_STAGES
+    from vigil.run import PipelineRun, handled, produced
 
     overrides = {"VIGIL_INGEST__TARGET_FPS": str(fps), "VIGIL_INGEST__REALTIME": "true" if realtime else "false", **env}
     saved = {k: os.environ.get(k) for k in overrides}
@@ -327,19 +287,19 @@ def run_pipeline(settings, footage: Path, home: Path, *, fps: float, realtime: b
             else:
                 os.environ[k] = v
     t_start, published = first_frame_time(settings.kafka, run.run_id)
-    final = summary.metrics
-    match = final.get("match", {})
-    t_end = metric(match, "vigil_last_batch_done_timestamp_seconds") or None
-    busy = {s: metric(final.get(s, {}), "vigil_process_seconds_sum") for s in STREAM_STAGES}
-    batches = {s: metric(final.get(s, {}), "vigil_batch_size_sum") / max(1.0, metric(final.get(s, {}), "vigil_batch_size_count"))
-               for s in STREAM_STAGES}
+    final = {s.name: summary.metrics.get(s.name) or Scrape() for s in STREAM_STAGES}
+    match = final["match"]
+    t_end = match.get(metrics.LAST_BATCH_DONE) or None
+    busy = {name: scrape.get(metrics.PROCESS_SECONDS, "sum") for name, scrape in final.items()}
+    batches = {name: scrape.get(metrics.BATCH_SIZE, "sum") / max(1.0, scrape.get(metrics.BATCH_SIZE, "count"))
+               for name, scrape in final.items()}
     mean_age = {}
-    for s in STREAM_STAGES:
-        n = metric(final.get(s, {}), "vigil_event_age_seconds_count")
-        mean_age[s] = metric(final.get(s, {}), "vigil_event_age_seconds_sum") / n if n else float("nan")
-    hist_p = {f"p{int(q * 100)}": histogram_quantile(match, "vigil_event_age_seconds", q) for q in (0.5, 0.99)}
-    age_count = metric(match, "vigil_event_age_seconds_count")
-    within_1s = metric(match, "vigil_event_age_seconds_bucket", le="1.0") / age_count if age_count else None
+    for name, scrape in final.items():
+        n = scrape.get(metrics.LAG_SECONDS, "count")
+        mean_age[name] = scrape.get(metrics.LAG_SECONDS, "sum") / n if n else float("nan")
+    hist_p = {f"p{int(q * 100)}": match.quantile(metrics.LAG_SECONDS, q) for q in (0.5, 0.99)}
+    age_count = match.get(metrics.LAG_SECONDS, "count")
+    within_1s = match.get(metrics.LAG_SECONDS, "bucket", le="1.0") / age_count if age_count else None
     latencies = [(a.produced_at - a.source_ts).total_seconds() for a in summary.alerts]
     services_cpu = services.between(t_start, t_end) if t_start and t_end else float("nan")
     return PipelineResult(
@@ -348,11 +308,7 @@ def run_pipeline(settings, footage: Path, home: Path, *, fps: float, realtime: b
         embeddings=summary.counts.get("embeddings", 0), alerts=len(summary.alerts), t_start=t_start, t_end=t_end,
         runner_wall_s=summary.wall_s, busy_s=busy, batches=batches, mean_age_s=mean_age, age_hist_p=hist_p, within_1s=within_1s,
         latencies_s=latencies, peak_rss_mb=summary.peak_rss_mb, cpu_s={**summary.cpu_s, "services": services_cpu},
-        handled={
-            "detect": (metric(final.get("detect", {}), "vigil_events_in_total"), float(published)),
-            "embed": (metric(final.get("embed", {}), "vigil_events_in_total"), summary.counts.get("faces", 0)),
-            "match": (metric(match, "vigil_events_in_total"), summary.counts.get("embeddings", 0)),
-        },
+        handled={s.name: (handled(final, s), produced(final, s, float(published))) for s in STREAM_STAGES},
     )
 
 
@@ -579,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="vigil-bench-pipeline-") as tmp:
         t0 = time.perf_counter()
         workload = build_workload(Path(tmp), seconds=args.seconds, size=size)
-        log(f"footage: {workload.n_source_frames} frames at {SOURCE_FPS} fps from {workload.dataset} "
+        log(f"footage: {workload.n_source_frames} frames at {SOURCE_FPS} fps from face-pairs "
             f"in {time.perf_counter() - t0:.1f} s; scenes {workload.shown}")
         result = run_bench(workload, fresh_stacks(Path(tmp)), fps=args.fps, bare_threads=args.bare_threads,
                            throughput=not args.skip_throughput, latency=not args.skip_latency,

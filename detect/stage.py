@@ -1,8 +1,9 @@
 """The detect stage: frames in, one FaceEvent per detected face that passes the quality gate out.
 
-Each face's aligned crop travels inline (small); the whole frame and the crop
-are also written to S3 under the evidence bucket's ``transient/`` prefix, so
-an alert can point at them without frames ever passing through match.
+Each face's crop (its box widened by a margin, see ``detect.model``) travels
+inline (small); the whole frame and the crop are also written to S3 under the
+evidence bucket's ``transient/`` prefix, so an alert can point at them without
+frames ever passing through match.
 
 The quality gate (``detect.quality``, limits in ``DetectSettings`` with
 per-camera overrides) rejects faces too small, too unlikely, too blurred or
@@ -26,14 +27,15 @@ from runtime.device import device_from_settings
 from runtime.imaging import decode_jpeg, encode_jpeg
 from runtime.stream import BadEvent, StreamProcessor
 from schemas.events import Box, FaceEvent, FrameEvent
-from schemas.topics import FACES, FRAMES
+from schemas.stages import DETECT
+from schemas.topics import FACES
 from storage.objects import ObjectNotFound, ObjectStore, evidence_key
 
 CROP_JPEG_QUALITY = 95
 
 log = logging.getLogger(__name__)
 
-# Beside runtime.health's per-stage metrics, with the same conventions (vigil_ prefix, stage label).
+# Beside runtime.metrics' per-stage metrics, with the same conventions (vigil_ prefix, stage label).
 FACES_REJECTED = Counter(
     "vigil_faces_rejected_total", "Faces the quality gate rejected, by camera and reason (small, low_prob, blurry, pose).",
     ["stage", "camera", "reason"],
@@ -41,9 +43,7 @@ FACES_REJECTED = Counter(
 
 
 class DetectProcessor(StreamProcessor):
-    name = "detect"
-    source = FRAMES
-    outputs = (FACES,)
+    stage = DETECT
 
     def start(self) -> None:
         self.gate = quality_gate(self.settings.detect)

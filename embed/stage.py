@@ -7,13 +7,12 @@ from runtime.device import device_from_settings
 from runtime.imaging import decode_jpeg
 from runtime.stream import BadEvent, StreamProcessor
 from schemas.events import EmbeddingEvent, FaceEvent
-from schemas.topics import EMBEDDINGS, FACES
+from schemas.stages import EMBED
+from schemas.topics import EMBEDDINGS
 
 
 class EmbedProcessor(StreamProcessor):
-    name = "embed"
-    source = FACES
-    outputs = (EMBEDDINGS,)
+    stage = EMBED
 
     def start(self) -> None:
         models = self.settings.models

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
+from schemas.events import as_utc, parse_time
 from storage.objects import ObjectStore, evidence_key
 
 log = logging.getLogger(__name__)
@@ -36,21 +37,16 @@ _TS_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 LOOKBACK = timedelta(hours=1)
 
 
-def utc(ts: datetime) -> datetime:
-    """``ts`` in UTC; naive times are taken as UTC."""
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
-
-
 def format_ts(ts: datetime) -> str:
-    return utc(ts).strftime(_TS_FORMAT)
+    return as_utc(ts).strftime(_TS_FORMAT)
 
 
 def parse_ts(text: str) -> datetime:
-    """``20240501T120000.000000Z`` or any ISO 8601 time (naive means UTC)."""
+    """A segment key's ``20240501T120000.000000Z``, or any time ``schemas.events.parse_time`` reads."""
     try:
         return datetime.strptime(text, _TS_FORMAT).replace(tzinfo=timezone.utc)
     except ValueError:
-        return utc(datetime.fromisoformat(text))
+        return parse_time(text)
 
 
 @dataclass(frozen=True)
@@ -65,10 +61,10 @@ class Segment:
         return (self.end - self.start).total_seconds()
 
     def contains(self, ts: datetime) -> bool:
-        return self.start <= utc(ts) < self.end
+        return self.start <= as_utc(ts) < self.end
 
     def overlaps(self, t1: datetime, t2: datetime) -> bool:
-        return self.start < utc(t2) and utc(t1) < self.end
+        return self.start < as_utc(t2) and as_utc(t1) < self.end
 
 
 def segment_key(camera_id: str, start: datetime, end: datetime) -> str:
@@ -89,9 +85,9 @@ def parse_segment_key(key: str) -> Segment | None:
 
 
 def _hours(t1: datetime, t2: datetime) -> list[datetime]:
-    hour = utc(t1).replace(minute=0, second=0, microsecond=0)
+    hour = as_utc(t1).replace(minute=0, second=0, microsecond=0)
     out = []
-    while hour <= utc(t2):
+    while hour <= as_utc(t2):
         out.append(hour)
         hour += timedelta(hours=1)
     return out
@@ -106,14 +102,14 @@ class FootageArchive:
 
     def put(self, camera_id: str, start: datetime, end: datetime, path: Path, *, frames: int) -> Segment:
         key = segment_key(camera_id, start, end)
-        metadata = {"camera": camera_id, "start": utc(start).isoformat(), "end": utc(end).isoformat(), "frames": str(frames)}
+        metadata = {"camera": camera_id, "start": as_utc(start).isoformat(), "end": as_utc(end).isoformat(), "frames": str(frames)}
         self.store.put_bytes(self.bucket, key, Path(path).read_bytes(), "video/mp4", metadata=metadata)
-        return Segment(camera_id, utc(start), utc(end), key)
+        return Segment(camera_id, as_utc(start), as_utc(end), key)
 
     def segments(self, camera_id: str, t1: datetime, t2: datetime) -> list[Segment]:
         """Segments of ``camera_id`` overlapping [t1, t2), in time order."""
         found: list[Segment] = []
-        for hour in _hours(utc(t1) - LOOKBACK, t2):
+        for hour in _hours(as_utc(t1) - LOOKBACK, t2):
             for key in self.store.list_keys(self.bucket, f"{PREFIX}/{camera_id}/{hour:%Y/%m/%d/%H}/"):
                 segment = parse_segment_key(key)
                 if segment is not None and segment.overlaps(t1, t2):
@@ -131,7 +127,7 @@ class FootageArchive:
 
     def enforce_retention(self, camera_ids: list[str], max_age: timedelta, now: datetime | None = None) -> int:
         """Delete the segments of these cameras that ended more than ``max_age`` ago; return how many."""
-        cutoff = utc(now or datetime.now(timezone.utc)) - max_age
+        cutoff = as_utc(now or datetime.now(timezone.utc)) - max_age
         deleted = 0
         for camera_id in camera_ids:
             old = [s.key for s in map(parse_segment_key, self.store.list_keys(self.bucket, f"{PREFIX}/{camera_id}/"))

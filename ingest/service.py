@@ -26,19 +26,20 @@ from ingest.archive import FootageArchive
 from ingest.camera import CameraReport, CameraWorker, reads_s3, records
 from ingest.recorder import SegmentUploader
 from ingest.source import SampledFrame
-from runtime import health as metrics
+from runtime import metrics
 from runtime.health import Health, serve_health
 from runtime.imaging import encode_jpeg
 from runtime.kafka import EventProducer, ensure_topics
 from runtime.logs import configure_logging
 from runtime.settings import CameraSettings, IngestSettings, VigilSettings, vigil_home
 from schemas.events import FrameEvent
+from schemas.stages import INGEST
 from schemas.topics import FRAMES
 from storage.objects import ObjectStore
 
 log = logging.getLogger(__name__)
 
-STAGE = "ingest"
+STAGE = INGEST.name
 STATUS_EVERY_S = 1.0
 STATUS_STALE_S = 10.0  # a running process whose file is older than this is presumed dead
 STATUS_KEEP_S = 24 * 3600.0  # finished processes' files are pruned after this
@@ -55,7 +56,7 @@ class IngestService:
         ids = [c.id for c in self.cameras]
         if len(set(ids)) != len(ids):
             raise ValueError(f"camera ids must be unique, got {ids}")
-        self.run_id = run_id
+        self.run_id = run_id if run_id is not None else settings.ingest.run_id
         self.health = Health(STAGE)
         self._stop = threading.Event()
         self._store: ObjectStore | None = None  # claim-check frames, s3:// and footage:// sources, recording
@@ -108,6 +109,7 @@ class IngestService:
             if uploader is not None:
                 uploader.close()
             self._write_status(running=False)
+            self._write_report()
             self.server.shutdown()
         return self.reports
 
@@ -130,6 +132,12 @@ class IngestService:
         )
         self.producer.send(FRAMES, event)
         metrics.EVENTS_OUT.labels(STAGE, FRAMES.name).inc()
+
+    def _write_report(self) -> None:
+        """Each camera's end report as JSON at ``ingest.report_path``, for the operator that started this process."""
+        path = self.settings.ingest.report_path
+        if path is not None:
+            path.write_text(json.dumps({cid: vars(report) for cid, report in self.reports.items()}, indent=2, default=str))
 
     def _write_status(self, *, running: bool) -> None:
         status = {

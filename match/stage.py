@@ -29,7 +29,8 @@ from match.decision import alert_id, best_per_person, face_weight
 from match.tracking import Ended, Face, Track, TrackParams, step
 from runtime.stream import StreamProcessor
 from schemas.events import AlertEvent, Box, EmbeddingEvent, TrackEndedEvent
-from schemas.topics import ALERTS, EMBEDDINGS, TRACKS
+from schemas.stages import MATCH
+from schemas.topics import ALERTS, TRACKS
 from storage.objects import ObjectStore, evidence_key
 from storage.vectors import DIM, Watchlist
 
@@ -59,9 +60,7 @@ class FaceRef(NamedTuple):
 
 
 class MatchProcessor(StreamProcessor):
-    name = "match"
-    source = EMBEDDINGS
-    outputs = (ALERTS, TRACKS)
+    stage = MATCH
 
     def __init__(self, settings):
         super().__init__(settings)

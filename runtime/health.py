@@ -1,4 +1,4 @@
-"""Per-stage HTTP endpoints: /metrics (Prometheus), /healthz (liveness), /readyz (readiness).
+"""Per-stage HTTP endpoints: /metrics (Prometheus, see ``runtime.metrics``), /healthz (liveness), /readyz (readiness).
 
 Served from a daemon thread so a stage's event loop or worker thread being
 busy never blocks a probe; liveness instead checks that the stage's main loop
@@ -11,28 +11,9 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-# The metrics every stage exposes. Labels say which stage and topic; a stage adds its own beside these.
-EVENTS_IN = Counter(
-    "vigil_events_in_total", "Input events a stage has finished with: outputs delivered, or dead-lettered.", ["stage", "topic"],
-)
-EVENTS_OUT = Counter("vigil_events_out_total", "Events a stage produced.", ["stage", "topic"])
-DEAD_LETTERS = Counter("vigil_dead_letters_total", "Events sent to the dead-letter topic.", ["stage", "reason"])
-BATCH_SIZE = Histogram("vigil_batch_size", "Events per processed batch.", ["stage"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
-PROCESS_SECONDS = Histogram(
-    "vigil_process_seconds", "Time spent processing one batch (model or search time included).", ["stage"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-)
-LAG_SECONDS = Histogram(
-    "vigil_event_age_seconds", "Age of an event's source time when the stage finished with it.", ["stage"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 5, 10, 30, 60, 300),
-)
-READY = Gauge("vigil_ready", "1 when the stage is ready to serve.", ["stage"])
-LAST_BATCH_DONE = Gauge(
-    "vigil_last_batch_done_timestamp_seconds",
-    "Wall-clock time (Unix seconds) at which the stage last finished a batch, outputs delivered.", ["stage"],
-)
+from runtime.metrics import READY
 
 
 class Health:

@@ -38,12 +38,13 @@ from typing import ClassVar
 import faust
 from pydantic import ValidationError
 
-from runtime import health as metrics
+from runtime import metrics
 from runtime.health import Health, serve_health
 from runtime.kafka import describe_error, ensure_topics
 from runtime.logs import configure_logging
 from runtime.settings import VigilSettings
 from schemas.events import DeadLetterEvent, Envelope, utc_now
+from schemas.stages import StageSpec
 from schemas.topics import DEAD_LETTERS, TopicSpec
 
 log = logging.getLogger(__name__)
@@ -56,14 +57,16 @@ class BadEvent(Exception):
 
 
 class StreamProcessor(ABC):
-    """One stream stage's logic. Subclasses set ``name``, ``source`` and ``outputs``."""
+    """One stream stage's logic. Subclasses set ``stage``, their entry in the stage topology (``schemas.stages``)."""
 
-    name: ClassVar[str]
-    source: ClassVar[TopicSpec]
-    outputs: ClassVar[tuple[TopicSpec, ...]]
+    stage: ClassVar[StageSpec]
 
     def __init__(self, settings: VigilSettings):
         self.settings = settings
+
+    @property
+    def name(self) -> str:
+        return self.stage.name
 
     @property
     def batch_size(self) -> int:
@@ -163,19 +166,20 @@ class StreamStage:
     def __init__(self, processor: StreamProcessor, settings: VigilSettings):
         self.processor = processor
         self.settings = settings
-        self.name = processor.name
+        self.spec = processor.stage
+        self.name = self.spec.name
         self.health = Health(self.name)
-        self.app = build_app(f"vigil-{self.name}", settings)
+        self.app = build_app(self.spec.consumer_group, settings)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-worker")
         self._transient = _transient_errors()
-        self._topics = {spec.name: self.app.topic(spec.name) for spec in (processor.source, *processor.outputs, DEAD_LETTERS)}
+        self._topics = {topic.name: self.app.topic(topic.name) for topic in (self.spec.source, *self.spec.writes)}
         self._started = False
         self._wire()
 
     # -- faust wiring -------------------------------------------------------------------------
     def _wire(self) -> None:
         app, processor = self.app, self.processor
-        source = self._topics[processor.source.name]
+        source = self._topics[self.spec.source.name]
 
         @app.agent(source, name=f"{self.name}-agent")
         async def agent(stream):
@@ -197,7 +201,7 @@ class StreamStage:
             await self._in_worker(self.processor.start)
             self._started = True
             self.health.set_ready(True)
-            log.info("stage started", extra={"source": processor.source.name, "batch_size": processor.batch_size})
+            log.info("stage started", extra={"source": self.spec.source.name, "batch_size": processor.batch_size})
 
     async def _in_worker(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -206,7 +210,7 @@ class StreamStage:
     async def _handle_batch(self, raw_events: list) -> None:
         while not self._started:  # models still loading
             await asyncio.sleep(0.1)
-        source = self.processor.source
+        source = self.spec.source
         valid: list[tuple[object, Envelope]] = []
         for raw in raw_events:
             try:

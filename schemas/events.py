@@ -33,6 +33,16 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(ts: datetime) -> datetime:
+    """``ts`` in UTC. A naive time is taken as UTC: the one rule for every time Vigil reads."""
+    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time (``2024-05-01T12:00:00``, with ``Z`` or an offset, or naive) in UTC."""
+    return as_utc(datetime.fromisoformat(text))
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
 
@@ -88,7 +98,7 @@ class FrameEvent(Envelope):
 
 
 class FaceEvent(Envelope):
-    """One detected face, aligned and cropped for the embedder."""
+    """One detected face: its box, landmarks and a crop for the embedder (the box widened by a margin, not aligned)."""
 
     event_type: Literal["face"] = "face"
     schema_version: Literal[1] = 1
@@ -98,7 +108,7 @@ class FaceEvent(Envelope):
     box: Box = Field(description="Face box in frame pixels.")
     landmarks: list[tuple[float, float]] = Field(description="Five landmarks (eyes, nose, mouth corners) in frame pixels.")
     det_prob: float = Field(ge=0, le=1, description="Detector's face probability.")
-    crop_jpeg: Base64Bytes = Field(description="Aligned RGB crop (embedder input size) as JPEG.")
+    crop_jpeg: Base64Bytes = Field(description="RGB crop of the face box widened by a margin (not rotated or aligned), embedder input size, as JPEG.")
     crop_key: str = Field(description="S3 key of the crop (evidence bucket, transient prefix).")
     snapshot_key: str = Field(description="S3 key of the whole frame (evidence bucket, transient prefix).")
     frame_width: int = Field(gt=0)

@@ -34,6 +34,11 @@ class TopicSpec:
     description: str
 
     @property
+    def label(self) -> str:
+        """The name without prefix and version (``vigil.faces.v1`` -> ``faces``), for counts and reports."""
+        return self.name.split(".")[1]
+
+    @property
     def configs(self) -> dict[str, str]:
         return {"retention.ms": str(self.retention_ms), "cleanup.policy": self.cleanup_policy}
 

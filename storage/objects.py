@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Iterable, Iterator
 
 import urllib3
@@ -20,6 +20,7 @@ from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
 
 from runtime.settings import S3Settings
+from schemas.events import as_utc
 
 _NOT_FOUND = {"NoSuchKey", "NoSuchObject", "NoSuchBucket", "ResourceNotFound"}
 
@@ -60,7 +61,7 @@ def evidence_key(prefix: str, camera_id: str, ts: datetime, name: str) -> str:
     for label, part in (("camera_id", camera_id), ("name", name)):
         if not part or "/" in part or part in (".", ".."):
             raise ValueError(f"{label} must be a non-empty path segment without '/': {part!r}")
-    ts = ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+    ts = as_utc(ts)
     return f"{prefix.strip('/')}/{camera_id}/{ts:%Y/%m/%d/%H}/{name}"
 
 

@@ -11,9 +11,6 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-STAGES = ("ingest", "detect", "embed", "match")
-
-
 def _settings():
     from runtime.settings import load_settings
 
@@ -54,25 +51,16 @@ def cmd_status(args) -> int:
 
 
 def cmd_stage(args) -> int:
-    settings = _settings()
-    if args.name == "ingest":
-        from ingest.service import IngestService
+    from schemas.stages import BY_NAME, INGEST
 
-        service = IngestService(settings, run_id=os.environ.get("VIGIL_RUN_ID") or None)
-        reports = service.run()
-        report_path = os.environ.get("VIGIL_INGEST_REPORT")
-        if report_path:
-            Path(report_path).write_text(json.dumps({c: vars(r) for c, r in reports.items()}, indent=2))
+    settings = _settings()
+    spec = BY_NAME[args.name]
+    if spec is INGEST:
+        reports = spec.load()(settings).run()
         return 0 if all(r.state == "ended" for r in reports.values()) else 3
     from runtime.stream import StreamStage
 
-    if args.name == "detect":
-        from detect.stage import DetectProcessor as processor_type
-    elif args.name == "embed":
-        from embed.stage import EmbedProcessor as processor_type
-    else:
-        from match.stage import MatchProcessor as processor_type
-    StreamStage(processor_type(settings), settings).run()
+    StreamStage(spec.load()(settings), settings).run()
     return 0
 
 
@@ -116,7 +104,8 @@ def cmd_run(args) -> int:
 
 def _run_pipeline(args, home: Path) -> int:
     from vigil.enroll import Enroller, photos_by_person
-    from vigil.run import PipelineRun, write_report
+    from vigil.report import write_report
+    from vigil.run import PipelineRun
 
     settings = _settings()
     if args.watchlist:
@@ -155,7 +144,7 @@ def cmd_replay(args) -> int:
 
 
 def _replay(args) -> int:
-    from ingest.archive import parse_ts
+    from schemas.events import parse_time
 
     settings = _settings()
     if args.topic:
@@ -164,8 +153,8 @@ def _replay(args) -> int:
         if not args.since:
             print("--topic needs --since TIME", file=sys.stderr)
             return 2
-        until = parse_ts(args.until) if args.until else None
-        for read in replay_topic(settings, args.topic, parse_ts(args.since), until=until, idle_timeout_s=args.idle_exit):
+        until = parse_time(args.until) if args.until else None
+        for read in replay_topic(settings, args.topic, parse_time(args.since), until=until, idle_timeout_s=args.idle_exit):
             if read.event is None:
                 print(json.dumps({"error": read.error, "partition": read.partition, "offset": read.offset}), file=sys.stderr)
             else:
@@ -176,7 +165,7 @@ def _replay(args) -> int:
     if not (args.start and args.end):
         print("--camera needs --from T1 --to T2", file=sys.stderr)
         return 2
-    replay = replay_footage(settings, args.camera, parse_ts(args.start), parse_ts(args.end))
+    replay = replay_footage(settings, args.camera, parse_time(args.start), parse_time(args.end))
     report = replay.report
     print(json.dumps({"run_id": replay.run_id, "camera": replay.camera_id, "from": replay.start.isoformat(),
                       "to": replay.end.isoformat(), "state": report.state, "frames": report.frames,
@@ -197,12 +186,12 @@ def cmd_schemas(args) -> int:
 
 def cmd_alerts(args) -> int:
     from runtime.kafka import EventReader
+    from schemas.events import parse_time
     from schemas.topics import ALERTS
 
     since = None
     if args.since:
-        since = datetime.fromisoformat(args.since)
-        since = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+        since = parse_time(args.since)
     elif not args.from_beginning:
         since = datetime.now(timezone.utc)
     with EventReader(_settings().kafka, ALERTS, since=since) as reader:
@@ -229,6 +218,8 @@ def cmd_config(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from schemas.stages import ALL_STAGES
+
     parser = argparse.ArgumentParser(prog="vigil", description="Find watch-listed faces in camera streams, with accountability built in.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -237,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="show the local stack's services").set_defaults(fn=cmd_status)
 
     p = sub.add_parser("stage", help="run one stage as a service (what Kubernetes runs)")
-    p.add_argument("name", choices=STAGES)
+    p.add_argument("name", choices=[s.name for s in ALL_STAGES])
     p.set_defaults(fn=cmd_stage)
 
     who = os.environ.get("VIGIL_OPERATOR") or getpass.getuser()

@@ -6,7 +6,7 @@ Footage (``--camera ID --from T1 --to T2``)
     topic under a fresh replay run id. The stages that are running pick the
     frames up like any others; every event derived from them carries the run
     id, so replayed alerts are marked and never mixed with live ones (match
-    keeps its cooldowns per run). Frames keep their original capture times,
+    keeps its tracks per run). Frames keep their original capture times,
     so a replay raises its alerts at the same source times as the live run.
     Frames are sampled as the live camera's (its target fps and mode where
     ``ingest.cameras`` names it, else ``ingest.target_fps``).
@@ -31,11 +31,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from ingest.archive import footage_url, utc
+from ingest.archive import footage_url
 from ingest.camera import CameraReport
 from runtime.kafka import EventReader, ReadEvent
 from runtime.settings import CameraSettings, VigilSettings
-from schemas.events import AlertEvent
+from schemas.events import AlertEvent, as_utc
 from schemas.topics import ALERTS, BY_NAME
 
 
@@ -58,7 +58,7 @@ def replay_footage(settings: VigilSettings, camera_id: str, start: datetime, end
     """Publish ``camera_id``'s recorded frames in [start, end) under a replay run id; returns when they are all sent."""
     from ingest.service import IngestService
 
-    start, end = utc(start), utc(end)
+    start, end = as_utc(start), as_utc(end)
     if not start < end:
         raise ValueError(f"the replay window must start before it ends (got {start.isoformat()} to {end.isoformat()})")
     replay = FootageReplay(run_id or new_run_id(), camera_id, start, end, datetime.now(timezone.utc))
@@ -96,9 +96,9 @@ def replay_topic(settings: VigilSettings, topic: str, since: datetime, *, until:
     spec = BY_NAME.get(topic)
     if spec is None:
         raise ValueError(f"unknown topic {topic!r}; the registry has {sorted(BY_NAME)}")
-    since = utc(since)
+    since = as_utc(since)
     since_ms = int(since.timestamp() * 1000)
-    until_ms = int(utc(until).timestamp() * 1000) if until is not None else None
+    until_ms = int(as_utc(until).timestamp() * 1000) if until is not None else None
     with EventReader(settings.kafka, spec, since=since) as reader:
         for read in reader.follow(idle_timeout_s=idle_timeout_s):
             if read.timestamp_ms < since_ms or (until_ms is not None and read.timestamp_ms > until_ms):

@@ -8,7 +8,6 @@ downstream consumer would, and writes the report.
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import signal
@@ -21,17 +20,15 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
+from runtime import metrics
 from runtime.kafka import EventReader, ensure_topics
+from runtime.metrics import Scrape
 from runtime.settings import VigilSettings
 from schemas.events import AlertEvent
-from schemas.topics import ALERTS, EMBEDDINGS, FACES, FRAMES
+from schemas.stages import ALL_STAGES, INGEST, STREAM_STAGES, StageSpec, producer_of
+from schemas.topics import ALERTS
 
-STREAM_STAGES = ("detect", "embed", "match")
-# Which topic each stage reads, to tell when the pipeline has drained.
-INPUTS = {"detect": FRAMES.name, "embed": FACES.name, "match": EMBEDDINGS.name}
-MODEL_STAGES = ("detect", "embed")  # the stages that run torch models and share this host's cores
+MODEL_STAGES = tuple(s.name for s in ALL_STAGES if s.uses_models)  # they share this host's cores
 THREADS_ENV = "VIGIL_MODELS__TORCH_THREADS"
 
 
@@ -74,18 +71,8 @@ class StageProcess:
         except (OSError, ValueError, IndexError):
             pass
 
-    def scrape(self) -> dict[str, float]:
-        """Sum of each metric sample by name and labels, e.g. ``vigil_events_in_total{topic=...}``."""
-        try:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2).read().decode()
-        except OSError:
-            return {}
-        values: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()) if k not in ("stage",))
-                values[f"{sample.name}{{{labels}}}"] = sample.value
-        return values
+    def scrape(self) -> Scrape:
+        return Scrape.fetch(f"http://127.0.0.1:{self.port}/metrics")
 
     def ready(self) -> bool:
         try:
@@ -100,9 +87,20 @@ class StageProcess:
             return ""
 
 
-def metric(values: dict[str, float], name: str, **labels: str) -> float:
-    want = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-    return sum(v for k, v in values.items() if k.startswith(name + "{") and (not want or want in k))
+def handled(scrapes: dict[str, Scrape], stage: StageSpec) -> float:
+    """Input events ``stage`` has finished with (outputs delivered or dead-lettered)."""
+    return scrapes[stage.name].get(metrics.EVENTS_IN, topic=stage.source.name)
+
+
+def produced(scrapes: dict[str, Scrape], stage: StageSpec, published: float) -> float:
+    """Events written to ``stage``'s input topic by the stage upstream (``published``: frames, for ingest)."""
+    upstream = producer_of(stage.source)
+    return published if upstream is INGEST else scrapes[upstream.name].get(metrics.EVENTS_OUT, topic=stage.source.name)
+
+
+def drained(scrapes: dict[str, Scrape], published: float) -> bool:
+    """Every stream stage has finished with every event its upstream produced."""
+    return all(handled(scrapes, s) >= produced(scrapes, s, published) for s in STREAM_STAGES)
 
 
 @dataclass
@@ -116,7 +114,7 @@ class RunSummary:
     wall_s: float = 0.0
     peak_rss_mb: dict[str, float] = field(default_factory=dict)  # per stage process, VmHWM
     cpu_s: dict[str, float] = field(default_factory=dict)  # per stage process, CPU seconds from ready to the end
-    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # each stage's last /metrics scrape
+    metrics: dict[str, Scrape] = field(default_factory=dict)  # each stage's last /metrics scrape
 
 
 class PipelineRun:
@@ -156,18 +154,18 @@ class PipelineRun:
         cameras = [camera_from_source(s) for s in self.sources]
         summary = RunSummary(self.run_id, self.sources)
         try:
-            for name in STREAM_STAGES:
-                self._spawn(name)
+            for stage in STREAM_STAGES:
+                self._spawn(stage.name)
             self._wait_ready(list(self.stages.values()), ready_timeout_s)
             for stage in self.stages.values():
                 stage.sample()
                 stage.cpu_at_ready_s = stage.cpu_s
             self._say(f"run {self.run_id}: stages ready; ingesting {len(cameras)} source(s)")
             self.ingest_report = self.home / "logs" / f"{self.run_id}-ingest.json"
-            ingest = self._spawn("ingest", {
-                "VIGIL_INGEST__CAMERAS": json.dumps([c.model_dump() for c in cameras]),
-                "VIGIL_RUN_ID": self.run_id,
-                "VIGIL_INGEST_REPORT": str(self.ingest_report),
+            ingest = self._spawn(INGEST.name, {
+                "VIGIL_INGEST__CAMERAS": json.dumps([c.model_dump(mode="json") for c in cameras]),
+                "VIGIL_INGEST__RUN_ID": self.run_id,
+                "VIGIL_INGEST__REPORT_PATH": str(self.ingest_report),
             })
             with EventReader(self.settings.kafka, ALERTS) as alerts:
                 self._follow(ingest, alerts, summary, drain_timeout_s)
@@ -204,19 +202,19 @@ class PipelineRun:
         seen: set[str] = set()
         while time.monotonic() < deadline:
             self._collect_alerts(alerts, summary, seen, timeout_s=0.5)
-            scraped = {name: stage.scrape() for name in STREAM_STAGES for stage in [self.stages[name]]}
+            scraped = {s.name: self.stages[s.name].scrape() for s in STREAM_STAGES}
             for stage in self.stages.values():
                 stage.sample()
             ingest_done = ingest.process.poll() is not None
             if ingest_done:
                 published = float(sum(r["frames"] for r in self._ingest_result().values()))
             else:  # the last scrape may fail as ingest exits: never count backwards
-                published = max(published, metric(ingest.scrape(), "vigil_events_out_total", topic=FRAMES.name))
+                published = max(published, ingest.scrape().get(metrics.EVENTS_OUT, topic=INGEST.outputs[0].name))
             line = self._progress(published, scraped)
             if line != last_line:
                 self._say(line)
                 last_line = line
-            if ingest_done and self._drained(published, scraped):
+            if ingest_done and drained(scraped, published):
                 drained_since = drained_since or time.monotonic()
                 if time.monotonic() - drained_since > 1.5:  # the last alerts are in flight
                     self._collect_alerts(alerts, summary, seen, timeout_s=1.0)
@@ -225,7 +223,7 @@ class PipelineRun:
             else:
                 drained_since = None
             for name, stage in self.stages.items():
-                if name != "ingest" and stage.process.poll() is not None:
+                if name != INGEST.name and stage.process.poll() is not None:
                     raise RuntimeError(f"stage {name} died with {stage.process.returncode}:\n{stage.log_tail()}")
         raise TimeoutError(f"pipeline did not drain within {timeout_s:.0f}s")
 
@@ -244,37 +242,23 @@ class PipelineRun:
             raise RuntimeError(f"ingest ended without its report:\n{self.stages['ingest'].log_tail()}") from exc
 
     @staticmethod
-    def _handled(values: dict[str, float], stage: str) -> float:
-        return metric(values, "vigil_events_in_total", topic=INPUTS[stage])
+    def _progress(published: float, scraped: dict[str, Scrape]) -> str:
+        parts = [f"{int(published)} frames published"]
+        for stage in STREAM_STAGES:
+            parts.append(f"{stage.name} {int(handled(scraped, stage))}/{int(produced(scraped, stage, published))}")
+        return "  " + " | ".join(parts)
 
-    def _drained(self, published: float, scraped: dict[str, dict[str, float]]) -> bool:
-        upstream = {
-            "detect": published,
-            "embed": metric(scraped["detect"], "vigil_events_out_total", topic=FACES.name),
-            "match": metric(scraped["embed"], "vigil_events_out_total", topic=EMBEDDINGS.name),
-        }
-        return all(self._handled(scraped[s], s) >= upstream[s] for s in STREAM_STAGES)
-
-    def _progress(self, published: float, scraped: dict[str, dict[str, float]]) -> str:
-        faces = metric(scraped["detect"], "vigil_events_out_total", topic=FACES.name)
-        return (
-            f"  frames {int(published)} published, {int(self._handled(scraped['detect'], 'detect'))} detected | "
-            f"faces {int(faces)}, {int(self._handled(scraped['embed'], 'embed'))} embedded | "
-            f"{int(self._handled(scraped['match'], 'match'))} matched"
-        )
-
-    def _totals(self, final: dict[str, dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
-        counts = {
-            "frames": getattr(self, "published", 0.0),
-            "faces": metric(final.get("detect", {}), "vigil_events_out_total", topic=FACES.name),
-            "embeddings": metric(final.get("embed", {}), "vigil_events_out_total", topic=EMBEDDINGS.name),
-            "dead_letters": sum(metric(final.get(s, {}), "vigil_dead_letters_total") for s in STREAM_STAGES),
-        }
+    def _totals(self, final: dict[str, Scrape]) -> tuple[dict[str, float], dict[str, float]]:
+        scrapes = {s.name: final.get(s.name) or Scrape() for s in STREAM_STAGES}
+        counts = {"frames": getattr(self, "published", 0.0)}
+        for stage in STREAM_STAGES:
+            for topic in stage.outputs:
+                counts[topic.label] = scrapes[stage.name].get(metrics.EVENTS_OUT, topic=topic.name)
+        counts["dead_letters"] = sum(scrapes[s.name].get(metrics.DEAD_LETTERS) for s in STREAM_STAGES)
         fps = {}
         for stage in STREAM_STAGES:
-            busy = metric(final.get(stage, {}), "vigil_process_seconds_sum")
-            handled = self._handled(final.get(stage, {}), stage)
-            fps[stage] = handled / busy if busy else 0.0
+            busy = scrapes[stage.name].get(metrics.PROCESS_SECONDS, "sum")
+            fps[stage.name] = handled(scrapes, stage) / busy if busy else 0.0
         return counts, fps
 
     def _stop_all(self) -> None:
@@ -286,50 +270,3 @@ class PipelineRun:
                 stage.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 stage.process.kill()
-
-
-def write_report(summary: RunSummary, path: Path, *, settings: VigilSettings) -> Path:
-    """The JSON report, and an HTML page beside it showing each alert's crop next to the enrolled photo."""
-    from storage.objects import ObjectStore
-
-    report = {
-        "run_id": summary.run_id,
-        "sources": summary.sources,
-        "counts": summary.counts,
-        "fps": summary.fps,
-        "wall_s": round(summary.wall_s, 2),
-        "camera_errors": summary.camera_errors,
-        "alerts": [
-            {
-                "alert_id": a.alert_id, "person_id": a.person_id, "camera_id": a.camera_id, "score": round(a.score, 4),
-                "source_ts": a.source_ts.isoformat(), "snapshot_key": a.snapshot_key, "crop_key": a.crop_key,
-            }
-            for a in summary.alerts
-        ],
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-
-    # The HTML embeds the images (data URIs) so it can be opened anywhere without S3 access.
-    import base64
-
-    store = ObjectStore(settings.s3)
-    rows = []
-    for a in summary.alerts:
-        crop = base64.b64encode(store.get_bytes(settings.s3.evidence_bucket, a.crop_key)).decode()
-        photo_keys = store.list_keys(settings.s3.watchlist_bucket, f"{a.person_id}/")
-        photo = base64.b64encode(store.get_bytes(settings.s3.watchlist_bucket, photo_keys[0])).decode() if photo_keys else ""
-        rows.append(
-            f"<tr><td>{html.escape(a.person_id)}</td><td>{html.escape(a.camera_id)}</td><td>{a.source_ts:%Y-%m-%d %H:%M:%S}</td>"
-            f"<td>{a.score:.3f}</td><td><img src='data:image/jpeg;base64,{crop}' height=120></td>"
-            f"<td>{f'<img src=data:image/jpeg;base64,{photo} height=120>' if photo else 'n/a'}</td></tr>"
-        )
-    page = (
-        "<!doctype html><meta charset=utf-8><title>Vigil run " + html.escape(summary.run_id) + "</title>"
-        "<style>body{font-family:sans-serif}td,th{padding:4px 8px;border-bottom:1px solid #ddd}</style>"
-        f"<h1>Vigil run {html.escape(summary.run_id)}</h1><p>{html.escape(json.dumps(summary.counts))}</p>"
-        "<table><tr><th>person</th><th>camera</th><th>source time</th><th>score</th><th>seen (crop)</th><th>enrolled photo</th></tr>"
-        + "".join(rows) + "</table>"
-    )
-    path.with_suffix(".html").write_text(page)
-    return path

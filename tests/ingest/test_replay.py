@@ -21,13 +21,14 @@ from ingest.service import IngestService
 from runtime.kafka import EventProducer, ensure_topics
 from runtime.settings import CameraSettings, VigilSettings
 from schemas.events import FrameEvent
-from schemas.topics import EMBEDDINGS, FACES, FRAMES
+from schemas.topics import FRAMES
 from storage.objects import ObjectStore
 from tests.ingest.conftest import free_port, published, tansu_available, tansu_broker, wait_for, with_ingest
 from vigil.cli import main
 from synthetic.footage import Scene, make_footage
 from vigil.replay import replay_topic, run_alerts
-from vigil.run import StageProcess, metric
+from schemas.stages import STREAM_STAGES
+from vigil.run import StageProcess, drained
 
 pytestmark = pytest.mark.services
 
@@ -85,11 +86,7 @@ class Pipeline:
 
     def drained(self, frames: int) -> bool:
         """Every stage has handled what its upstream produced (``frames``: frames published so far)."""
-        scraped = {name: stage.scrape() for name, stage in self.stages.items()}
-        upstream = {"detect": frames, "embed": metric(scraped["detect"], "vigil_events_out_total", topic=FACES.name),
-                    "match": metric(scraped["embed"], "vigil_events_out_total", topic=EMBEDDINGS.name)}
-        inputs = {"detect": FRAMES.name, "embed": FACES.name, "match": EMBEDDINGS.name}
-        return all(metric(scraped[name], "vigil_events_in_total", topic=inputs[name]) >= upstream[name] for name in inputs)
+        return drained({name: stage.scrape() for name, stage in self.stages.items()}, frames)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +113,7 @@ def pipeline(stack, weights_dir, people, detector, embedder, tmp_path_factory):
                    VIGIL_STAGE__LOG_FORMAT="json")
         stages: dict[str, StageProcess] = {}
         try:
-            for name in ("detect", "embed", "match"):
+            for name in (s.name for s in STREAM_STAGES):
                 port = free_port()
                 with open(logs / f"{name}.log", "wb") as log:
                     process = subprocess.Popen([sys.executable, "-m", "vigil.cli", "stage", name],

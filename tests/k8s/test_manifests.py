@@ -38,19 +38,13 @@ KUSTOMIZATIONS = ["base", "overlays/local", "overlays/production"]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from schemas import topics  # noqa: E402
+from schemas import stages, topics  # noqa: E402
 
 HEALTH_PORT = 8000
 STAGE_LABEL = ("vigil.io/role", "stage")
-STAGES = ("ingest", "detect", "embed", "match")
-# Consumer group and input topic of each Kafka-consuming stage. Taken from the registry when it
-# names them (CONSUMER_GROUPS: stage -> (group, TopicSpec)); otherwise the stages' documented groups.
-_DEFAULT_GROUPS = {
-    "detect": ("vigil-detect", topics.FRAMES),
-    "embed": ("vigil-embed", topics.FACES),
-    "match": ("vigil-match", topics.EMBEDDINGS),
-}
-CONSUMERS: dict[str, tuple[str, topics.TopicSpec]] = dict(getattr(topics, "CONSUMER_GROUPS", None) or _DEFAULT_GROUPS)
+STAGES = tuple(s.name for s in stages.ALL_STAGES)
+# Consumer group and input topic of each Kafka-consuming stage, from the stage topology.
+CONSUMERS: dict[str, tuple[str, topics.TopicSpec]] = {s.name: (s.consumer_group, s.source) for s in stages.STREAM_STAGES}
 
 # Custom resources the manifests may use; kubernetes-validate has no schema for them.
 KNOWN_CRDS = {
@@ -591,25 +585,45 @@ def test_production_uses_tls_and_scram():
 
 
 # --------------------------------------------------------------------------------------------
-# Strimzi KafkaTopics
+# Generated from the registries: Strimzi KafkaTopics, KEDA ScaledObjects
 
 
-def _gen_topics():
-    spec = importlib.util.spec_from_file_location("vigil_k8s_gen_topics", K8S / "gen_topics.py")
+def _generator():
+    spec = importlib.util.spec_from_file_location("vigil_k8s_generate", K8S / "generate.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_generated_kafkatopics_file_is_up_to_date():
-    gen = _gen_topics()
-    assert gen.OUTPUT.exists(), "run python k8s/gen_topics.py"
-    assert gen.OUTPUT.read_text() == gen.render(), "stale: run python k8s/gen_topics.py and commit the result"
+def test_generated_files_are_up_to_date():
+    for path, text in _generator().rendered().items():
+        assert path.exists() and path.read_text() == text, f"{path} is stale: run python k8s/generate.py and commit the result"
+
+
+def test_generator_check_mode_catches_a_stale_file(tmp_path, monkeypatch):
+    gen = _generator()
+    stale = tmp_path / "keda.yaml"
+    stale.write_text(gen.render_keda().replace("vigil-detect", "vigil-detector"))
+    monkeypatch.setattr(gen, "KEDA_FILE", stale)
+    monkeypatch.setattr(gen, "ROOT", tmp_path)
+    assert gen.main(["--check"]) == 1
+    assert gen.main([]) == 0 and gen.main(["--check"]) == 0
+
+
+def test_scaled_objects_follow_the_stage_topology():
+    resources = [d for d in yaml.safe_load_all((K8S / "base" / "keda.yaml").read_text()) if d]
+    scaled = {r["spec"]["scaleTargetRef"]["name"]: r for r in resources}
+    assert set(scaled) == {f"vigil-{s.name}" for s in stages.STREAM_STAGES if s.lag_per_replica}
+    for stage in stages.STREAM_STAGES:
+        (trigger,) = scaled[f"vigil-{stage.name}"]["spec"]["triggers"]
+        assert trigger["metadata"]["consumerGroup"] == stage.consumer_group
+        assert trigger["metadata"]["topic"] == stage.source.name
+        assert trigger["metadata"]["lagThreshold"] == str(stage.lag_per_replica)
 
 
 def test_generated_kafkatopics_match_the_registry():
-    gen = _gen_topics()
-    resources = [d for d in yaml.safe_load_all(gen.OUTPUT.read_text()) if d]
+    gen = _generator()
+    resources = [d for d in yaml.safe_load_all(gen.TOPICS_FILE.read_text()) if d]
     assert [r["spec"]["topicName"] for r in resources] == [t.name for t in topics.ALL_TOPICS]
     for r, t in zip(resources, topics.ALL_TOPICS):
         assert r["kind"] == "KafkaTopic"
