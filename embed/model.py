@@ -42,11 +42,14 @@ def standardize(batch: torch.Tensor, method: Standardization = DEFAULT_STANDARDI
 
 
 class FaceEmbedder:
-    """InceptionResnetV1 with the converted, hash-verified FaceNet weights."""
+    """InceptionResnetV1 with the converted, hash-verified FaceNet weights.
+
+    ``embed`` runs at most ``batch_size`` crops per model call (the stage passes ``embed.batch_size``).
+    """
 
     def __init__(
         self,
-        weights_dir: Path | str = Path("models"),
+        weights_dir: Path | str,
         device: torch.device | str = "cpu",
         batch_size: int = 32,
         standardization: Standardization = DEFAULT_STANDARDIZATION,

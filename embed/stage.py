@@ -16,7 +16,7 @@ class EmbedProcessor(StreamProcessor):
 
     def start(self) -> None:
         models = self.settings.models
-        self.embedder = FaceEmbedder(models.weights_dir, device_from_settings(models))
+        self.embedder = FaceEmbedder(models.weights_dir, device_from_settings(models), batch_size=self.settings.embed.batch_size)
         self.embedder.warm_up()  # before /readyz turns ready
 
     def process(self, faces: list[FaceEvent]) -> list[tuple]:

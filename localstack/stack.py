@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from runtime.settings import KafkaSettings, MilvusSettings, S3Settings
 
@@ -299,7 +299,7 @@ class S3(Service):
 
     def prepare(self, ctx: Context) -> None:
         s3 = self.settings(ctx)
-        identity = {"name": "vigil", "credentials": [{"accessKey": s3.access_key, "secretKey": s3.secret_key}],
+        identity = {"name": "vigil", "credentials": [{"accessKey": s3.access_key, "secretKey": s3.secret_key.get_secret_value()}],
                     "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
         _write_private(ctx.path("data", "s3.json"), json.dumps({"identities": [identity]}, indent=2))
         ctx.path("data", "s3").mkdir(parents=True, exist_ok=True)
@@ -330,7 +330,7 @@ class S3(Service):
 
         settings = self.settings(ctx)
         http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=2, read=5), retries=False)
-        Minio(settings.endpoint, access_key=settings.access_key, secret_key=settings.secret_key,
+        Minio(settings.endpoint, access_key=settings.access_key, secret_key=settings.secret_key.get_secret_value(),
               secure=settings.secure, region=settings.region, http_client=http).list_buckets()
 
 
@@ -381,18 +381,18 @@ class Milvus(Service):
             if b"OK" not in resp.read():
                 raise StackError("healthz not OK yet")
         settings = self.settings(ctx)
+        token = settings.token.get_secret_value()
         with _quiet("pymilvus"):  # it logs a traceback for every refused attempt
             try:
-                client = MilvusClient(settings.uri, token=settings.token, timeout=5)
+                client = MilvusClient(settings.uri, token=token, timeout=5)
             except Exception:
                 # A fresh server still has root's default password: set ours.
                 client = MilvusClient(settings.uri, token=self.DEFAULT_TOKEN, timeout=5)
                 try:
-                    client.update_password("root", self.DEFAULT_TOKEN.split(":", 1)[1],
-                                           settings.token.split(":", 1)[1])
+                    client.update_password("root", self.DEFAULT_TOKEN.split(":", 1)[1], token.split(":", 1)[1])
                 finally:
                     client.close()
-                client = MilvusClient(settings.uri, token=settings.token, timeout=5)
+                client = MilvusClient(settings.uri, token=token, timeout=5)
             try:
                 client.list_collections()
             finally:
@@ -488,12 +488,17 @@ def _wait_ready(started: _Started, deadline_s: float) -> None:
 
 
 def _write_config(home: Path, started: list[_Started]) -> Path:
-    sections = {s.service.name: s.settings.model_dump(include=s.service.yaml_fields, exclude_none=True)
+    sections = {s.service.name: _plain(s.settings.model_dump(include=s.service.yaml_fields, exclude_none=True))
                 for s in started}
     path = home / CONFIG_FILE
     _write_private(path, "# Written by `vigil up` (localstack.stack); removed by `vigil down`.\n"
                    + yaml.safe_dump(sections, sort_keys=False))
     return path
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    """Secrets unwrapped: stack.yaml is the private file that carries them (0600)."""
+    return {key: value.get_secret_value() if isinstance(value, SecretStr) else value for key, value in values.items()}
 
 
 def up(home: Path, timeout_s: float | None = None) -> dict[str, Any]:

@@ -26,7 +26,7 @@ import numpy as np
 from prometheus_client import Gauge
 
 from match.decision import alert_id, best_per_person, face_weight
-from match.tracking import Ended, Face, Track, TrackParams, step
+from match.tracking import Ended, Face, Track, step
 from runtime.stream import StreamProcessor
 from schemas.events import AlertEvent, Box, EmbeddingEvent, TrackEndedEvent
 from schemas.stages import MATCH
@@ -64,7 +64,6 @@ class MatchProcessor(StreamProcessor):
 
     def __init__(self, settings):
         super().__init__(settings)
-        self.params = TrackParams.from_settings(settings.match)
         self.tracks: OrderedDict[tuple, tuple[Track, ...]] = OrderedDict()  # (run, camera) -> open tracks, LRU order
         self.applied: OrderedDict[tuple, list[tuple]] = OrderedDict()  # (run, camera, face event id) -> its outputs
 
@@ -98,7 +97,7 @@ class MatchProcessor(StreamProcessor):
                 outputs += produced[face_key] if face_key in produced else self.applied[face_key]
                 continue
             key = (event.run_id, event.camera_id)
-            result = step(working.get(key, self.tracks.get(key, ())), self._face(event, hits[face_key]), self.params,
+            result = step(working.get(key, self.tracks.get(key, ())), self._face(event, hits[face_key]), self.settings.match,
                           run_id=event.run_id, camera_id=event.camera_id)
             working[key] = result.tracks
             mine = [self._ended(key, ended) for ended in result.ended]
@@ -160,7 +159,7 @@ class MatchProcessor(StreamProcessor):
             run_id=run_id,
             person_id=person_id,
             score=evidence.best_score,
-            threshold=self.params.threshold,
+            threshold=self.settings.match.threshold,
             face_event_id=face.face_event_id,
             box=face.box,
             snapshot_key=snapshot_key,

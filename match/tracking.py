@@ -4,14 +4,15 @@ Match runs the tracker because it holds the embeddings, and because events
 are keyed by camera: one camera's faces reach one match consumer, in order.
 Tracks are kept per (run, camera) and live in source time.
 
-A face joins the open track it resembles most, when its cosine similarity to
-the track's mean embedding plus ``iou_bonus`` times the IoU of its box with the
-track's last box reaches ``similarity`` (a face where the track just was needs
-less likeness than one across the frame); otherwise it starts a new track. A
-track takes at most one face per frame. A track ends once a later face of its
-camera arrives more than ``gap_s`` seconds of source time after the track's
-last face (there is no timer: the camera's own later events are the clock), or
-when it is the least recently seen beyond ``max_tracks`` open tracks.
+The parameters are ``MatchSettings``' own fields. A face joins the open track
+it resembles most, when its cosine similarity to the track's mean embedding
+plus ``track_iou_bonus`` times the IoU of its box with the track's last box
+reaches ``track_similarity`` (a face where the track just was needs less
+likeness than one across the frame); otherwise it starts a new track. A track
+takes at most one face per frame. A track ends once a later face of its camera
+arrives more than ``track_gap_s`` seconds of source time after the track's last
+face (there is no timer: the camera's own later events are the clock), or when
+it is the least recently seen beyond ``max_tracks_per_camera`` open tracks.
 
 Everything here is immutable: ``step`` returns new tracks and never changes
 its inputs, so a caller can work on a batch and keep the result only once the
@@ -28,22 +29,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from match.decision import Evidence, add_face, due_alerts, track_id
-
-
-@dataclass(frozen=True)
-class TrackParams:
-    gap_s: float = 2.0
-    similarity: float = 0.5
-    iou_bonus: float = 0.2
-    max_tracks: int = 32
-    threshold: float = 0.5
-    min_faces: int = 2
-
-    @classmethod
-    def from_settings(cls, match) -> TrackParams:
-        """From ``MatchSettings``."""
-        return cls(gap_s=match.track_gap_s, similarity=match.track_similarity, iou_bonus=match.track_iou_bonus,
-                   max_tracks=match.max_tracks_per_camera, threshold=match.threshold, min_faces=match.min_track_faces)
+from runtime.settings import MatchSettings
 
 
 @dataclass(frozen=True)
@@ -108,21 +94,21 @@ def iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def affinity(track: Track, face: Face, params: TrackParams) -> float:
+def affinity(track: Track, face: Face, match: MatchSettings) -> float:
     """Cosine similarity to the track's mean embedding, plus the overlap bonus."""
-    return float(np.dot(track.embedding, face.embedding)) + params.iou_bonus * iou(track.last_box, face.box)
+    return float(np.dot(track.embedding, face.embedding)) + match.track_iou_bonus * iou(track.last_box, face.box)
 
 
-def _new_track(face: Face, run_id: str | None, camera_id: str, params: TrackParams) -> Track:
+def _new_track(face: Face, run_id: str | None, camera_id: str, match: MatchSettings) -> Track:
     return _extend(Track(
         track_id=track_id(run_id, camera_id, face.face_event_id), first_face_event_id=face.face_event_id,
         started_at=face.source_ts, last_seen=face.source_ts, last_face_event_id=face.face_event_id,
         last_frame_event_id=face.frame_event_id, last_box=face.box, last_ref=face.ref, faces=0, weight=0.0,
         embedding_sum=np.zeros_like(face.embedding, dtype=np.float64),
-    ), face, params)
+    ), face, match)
 
 
-def _extend(track: Track, face: Face, params: TrackParams) -> Track:
+def _extend(track: Track, face: Face, match: MatchSettings) -> Track:
     return replace(
         track,
         last_seen=max(track.last_seen, face.source_ts),
@@ -133,16 +119,16 @@ def _extend(track: Track, face: Face, params: TrackParams) -> Track:
         faces=track.faces + 1,
         weight=track.weight + face.weight,
         embedding_sum=track.embedding_sum + face.weight * np.asarray(face.embedding, dtype=np.float64),
-        persons=add_face(track.persons, face.scores, face.weight, params.threshold, face.ref),
+        persons=add_face(track.persons, face.scores, face.weight, match.threshold, face.ref),
     )
 
 
-def step(tracks: tuple[Track, ...], face: Face, params: TrackParams, *, run_id: str | None, camera_id: str) -> Step:
+def step(tracks: tuple[Track, ...], face: Face, match: MatchSettings, *, run_id: str | None, camera_id: str) -> Step:
     """Add one face of camera ``camera_id`` (run ``run_id``) to that camera's open ``tracks``."""
     ended: list[Ended] = []
     open_tracks: list[Track] = []
     for track in tracks:
-        if (face.source_ts - track.last_seen).total_seconds() > params.gap_s:
+        if (face.source_ts - track.last_seen).total_seconds() > match.track_gap_s:
             ended.append(Ended(track, "gap"))
         else:
             open_tracks.append(track)
@@ -151,24 +137,24 @@ def step(tracks: tuple[Track, ...], face: Face, params: TrackParams, *, run_id: 
     for i, track in enumerate(open_tracks):
         if track.last_frame_event_id == face.frame_event_id:
             continue  # one face per frame per track
-        a = affinity(track, face, params)
-        if a >= params.similarity and a > best_affinity:  # ties keep the older track
+        a = affinity(track, face, match)
+        if a >= match.track_similarity and a > best_affinity:  # ties keep the older track
             best, best_affinity = i, a
 
     if best is None:
-        track = _new_track(face, run_id, camera_id, params)
+        track = _new_track(face, run_id, camera_id, match)
         open_tracks.append(track)
     else:
-        track = _extend(open_tracks[best], face, params)
+        track = _extend(open_tracks[best], face, match)
         open_tracks[best] = track
 
-    alerts = due_alerts(track.persons, track.weight, track.alerted, params.threshold, params.min_faces)
+    alerts = due_alerts(track.persons, track.weight, track.alerted, match.threshold, match.min_track_faces)
     if alerts:
         updated = replace(track, alerted=track.alerted + tuple(person for person, _ in alerts))
         open_tracks[open_tracks.index(track)] = updated
         track = updated
 
-    while len(open_tracks) > params.max_tracks:  # evict the least recently seen (never the face's own track)
+    while len(open_tracks) > match.max_tracks_per_camera:  # evict the least recently seen (never the face's own track)
         oldest = min((t for t in open_tracks if t is not track), key=lambda t: t.last_seen)
         open_tracks.remove(oldest)
         ended.append(Ended(oldest, "evicted"))

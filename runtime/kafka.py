@@ -4,18 +4,23 @@ kafka-python serves the plain clients (ingest's producer, topic admin, the
 alerts follower, replay tools and tests). The stream stages consume through
 faust-streaming instead (see ``runtime.stream``). Only this module and
 ``runtime.stream`` import Kafka clients.
+
+``KafkaSettings`` are translated once, into a ``Connection`` that names no
+client library; ``kafka_python_config`` and ``faust_credentials`` only spell
+that for their library, so both reach the cluster the same way.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from runtime.settings import KafkaSettings
 from schemas.events import Envelope
@@ -34,15 +39,63 @@ class BrokerUnavailable(RuntimeError):
     """The Kafka cluster could not be reached in time."""
 
 
-def client_config(settings: KafkaSettings) -> dict:
-    config = {"bootstrap_servers": settings.bootstrap.split(","), "security_protocol": settings.security_protocol}
-    if settings.sasl_mechanism:
-        config.update(
-            sasl_mechanism=settings.sasl_mechanism,
-            sasl_plain_username=settings.sasl_username,
-            sasl_plain_password=settings.sasl_password,
-        )
+@dataclass(frozen=True)
+class Connection:
+    """How to reach the cluster, in no client library's terms."""
+
+    bootstrap: tuple[str, ...]
+    ssl_context: ssl.SSLContext | None  # TLS is on exactly when there is one
+    sasl_mechanism: str | None  # a SASL login exactly when there is one
+    sasl_username: str | None
+    sasl_password: SecretStr | None = field(repr=False)
+
+    @property
+    def tls(self) -> bool:
+        return self.ssl_context is not None
+
+    @property
+    def sasl(self) -> bool:
+        return self.sasl_mechanism is not None
+
+
+def connection(settings: KafkaSettings) -> Connection:
+    """The one translation of ``KafkaSettings``; the TLS context is built here, once for every client."""
+    tls = settings.security_protocol in ("SSL", "SASL_SSL")
+    sasl = settings.security_protocol.startswith("SASL_")  # validation made sure the login is complete
+    return Connection(
+        bootstrap=tuple(host.strip() for host in settings.bootstrap.split(",")),
+        ssl_context=ssl.create_default_context(cafile=settings.ssl_cafile) if tls else None,
+        sasl_mechanism=settings.sasl_mechanism if sasl else None,
+        sasl_username=settings.sasl_username if sasl else None,
+        sasl_password=settings.sasl_password if sasl else None,
+    )
+
+
+def kafka_python_config(conn: Connection) -> dict:
+    """kafka-python's connection keyword arguments."""
+    config = {
+        "bootstrap_servers": list(conn.bootstrap),
+        "security_protocol": ("SASL_" if conn.sasl else "") + ("SSL" if conn.tls else "PLAINTEXT"),
+    }
+    if conn.tls:
+        config["ssl_context"] = conn.ssl_context
+    if conn.sasl:
+        config.update(sasl_mechanism=conn.sasl_mechanism, sasl_plain_username=conn.sasl_username,
+                      sasl_plain_password=conn.sasl_password.get_secret_value())
     return config
+
+
+def faust_credentials(conn: Connection):
+    """faust's ``broker_credentials``: an SSL context alone for TLS, ``SASLCredentials`` for a login (with the context under TLS).
+
+    faust's aiokafka driver derives aiokafka's ``security_protocol`` from them (``credentials_to_aiokafka_auth``).
+    """
+    if not conn.sasl:
+        return conn.ssl_context
+    from faust.auth import SASLCredentials
+
+    return SASLCredentials(username=conn.sasl_username, password=conn.sasl_password.get_secret_value(),
+                           mechanism=conn.sasl_mechanism, ssl_context=conn.ssl_context)
 
 
 def ensure_topics(settings: KafkaSettings, specs: Iterable[TopicSpec] = ALL_TOPICS, *, timeout_s: float = 60) -> list[str]:
@@ -54,7 +107,7 @@ def ensure_topics(settings: KafkaSettings, specs: Iterable[TopicSpec] = ALL_TOPI
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            admin = KafkaAdminClient(**client_config(settings), request_timeout_ms=10_000)
+            admin = KafkaAdminClient(**kafka_python_config(connection(settings)), request_timeout_ms=10_000)
             break
         except KafkaError as exc:
             if time.monotonic() > deadline:
@@ -101,7 +154,7 @@ class EventProducer:
         )
         options.update(overrides)
         try:
-            self._producer = KafkaProducer(**client_config(settings), **options)
+            self._producer = KafkaProducer(**kafka_python_config(connection(settings)), **options)
         except KafkaError as exc:
             raise BrokerUnavailable(f"Kafka at {settings.bootstrap} unreachable: {exc!r}") from exc
 
@@ -132,28 +185,17 @@ class ReadEvent:
 class EventReader:
     """Reads registry events from one topic: from the earliest offset, or from a point in time.
 
-    Without a ``group_id`` it reads every partition by assignment (no consumer
-    group, no commits): the shape a replay tool or a test wants. With one, it
-    joins the group and commits, as a downstream service would.
+    It reads every partition by assignment (no consumer group, no commits):
+    the shape a replay tool or a test wants.
     """
 
-    def __init__(self, settings: KafkaSettings, spec: TopicSpec, *, group_id: str | None = None, since: datetime | None = None):
+    def __init__(self, settings: KafkaSettings, spec: TopicSpec, *, since: datetime | None = None):
         self.spec = spec
-        options = dict(
-            group_id=group_id,
-            enable_auto_commit=group_id is not None,
-            auto_offset_reset="earliest",
-            session_timeout_ms=int(settings.session_timeout_s * 1000),
-            heartbeat_interval_ms=int(settings.heartbeat_interval_s * 1000),
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-        )
-        self._consumer = KafkaConsumer(**client_config(settings), **options)
-        if group_id is None:
-            partitions = self._wait_for_partitions()
-            self._consumer.assign(partitions)
-            self._seek(partitions, since)
-        else:
-            self._consumer.subscribe([spec.name])
+        self._consumer = KafkaConsumer(**kafka_python_config(connection(settings)), enable_auto_commit=False,
+                                       auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 1024 * 1024)
+        partitions = self._wait_for_partitions()
+        self._consumer.assign(partitions)
+        self._seek(partitions, since)
 
     def _wait_for_partitions(self, timeout_s: float = 30) -> list[TopicPartition]:
         deadline = time.monotonic() + timeout_s
@@ -212,15 +254,6 @@ class EventReader:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def send_raw(settings: KafkaSettings, topic: str, value: bytes, key: bytes | None = None) -> None:
-    """Produce arbitrary bytes (tools and tests that need a malformed message on a topic)."""
-    producer = KafkaProducer(**client_config(settings))
-    try:
-        producer.send(topic, key=key, value=value).get(timeout=30)
-    finally:
-        producer.close()
 
 
 def describe_error(exc: Exception) -> str:

@@ -6,6 +6,10 @@ then YAML files. The files are those listed in ``VIGIL_CONFIG`` (separated by
 ``:``); when it is unset, the local stack's file ``$VIGIL_HOME/stack.yaml``
 is read if ``vigil up`` wrote one. Every field carries its own description so
 the docs can be generated from the models (``vigil config``).
+
+Unknown keys are errors that name the key and its section, whichever source
+they come from. Other ``VIGIL_*`` variables without ``__`` (``VIGIL_HOME``,
+``VIGIL_CONFIG``, test switches) are not settings and are left alone.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -32,28 +37,50 @@ def config_files() -> list[Path]:
     return [stack_file] if stack_file.exists() else []
 
 
-class KafkaSettings(BaseModel):
+def default_weights_dir() -> Path:
+    """``${XDG_CACHE_HOME:-~/.cache}/vigil/models``: one per user, as torch caches its hub, so any folder finds it."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vigil" / "models"
+
+
+# Error messages leave the values out: they may be secrets (a misspelt password key included).
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+
+class KafkaSettings(_Section):
     bootstrap: str = Field("127.0.0.1:9092", description="Comma-separated bootstrap servers.")
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field("PLAINTEXT", description="Kafka security protocol.")
-    sasl_mechanism: str | None = Field(None, description="SASL mechanism, e.g. SCRAM-SHA-512.")
-    sasl_username: str | None = Field(None, description="SASL user.")
-    sasl_password: str | None = Field(None, description="SASL password.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol: SSL and SASL_SSL turn TLS on, SASL_PLAINTEXT and SASL_SSL a SASL login.",
+    )
+    ssl_cafile: Path | None = Field(None, description="PEM file of the CAs that sign the brokers' certificates, used with TLS (None: the system's CAs).")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(None, description="SASL mechanism; required with SASL_*.")
+    sasl_username: str | None = Field(None, description="SASL user; required with SASL_*.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password; required with SASL_*.")
     replication_factor: int = Field(1, description="Replication factor for topics Vigil creates (3 in production).")
     partitions: int | None = Field(None, description="Override the registry's partition count for every topic (tests).")
-    session_timeout_s: float = Field(10.0, description="Consumer group session timeout.")
-    heartbeat_interval_s: float = Field(3.0, description="Consumer group heartbeat interval.")
+    session_timeout_s: float = Field(10.0, description="Session timeout of the stream stages' consumer groups.")
+    heartbeat_interval_s: float = Field(3.0, description="Heartbeat interval of the stream stages' consumer groups.")
     compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = Field(
-        "none", description="Producer compression. Frames and crops are JPEG, which does not compress: gzip cost 4x the publish time of a frame for nothing (bench/transport.py).",
+        "none", description="Producer compression. Frames and crops are JPEG, which does not compress (BENCHMARKS.md).",
     )
     fetch_max_wait_ms: int = Field(
-        100, ge=0, description="Longest time a stream stage's fetch may wait at the broker when no data is there (faust hard-codes 1500). Tansu holds the fetch that long even when data arrives meanwhile: 1500 added ~0.4 s median per hop, 100 ~4 ms (bench/pipeline.py).",
+        100, ge=0, description="Longest time a stream stage's fetch may wait at the broker when no data is there (faust hard-codes 1500). "
+                               "Some brokers (Tansu) hold a fetch that long even when data arrives meanwhile (BENCHMARKS.md).",
     )
 
+    @model_validator(mode="after")
+    def _sasl_login_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL_"):
+            missing = [name for name in ("sasl_mechanism", "sasl_username", "sasl_password") if not getattr(self, name)]
+            if missing:
+                raise ValueError(f"security_protocol {self.security_protocol} needs {' and '.join(missing)}")
+        return self
 
-class S3Settings(BaseModel):
+
+class S3Settings(_Section):
     endpoint: str = Field("127.0.0.1:8333", description="host:port of the S3 API.")
     access_key: str = Field("vigil", description="Access key.")
-    secret_key: str = Field("vigil-secret", description="Secret key.")
+    secret_key: SecretStr = Field(SecretStr("vigil-secret"), description="Secret key.")
     secure: bool = Field(False, description="Use TLS.")
     region: str | None = Field(None, description="Region, when the server needs one.")
     evidence_bucket: str = Field("vigil-evidence", description="Snapshots and crops: transient/ for every face, alerts/ for hits.")
@@ -62,9 +89,9 @@ class S3Settings(BaseModel):
     watchlist_bucket: str = Field("vigil-watchlist", description="Enrolment photos.")
 
 
-class MilvusSettings(BaseModel):
+class MilvusSettings(_Section):
     uri: str = Field("http://127.0.0.1:19530", description="Milvus URI (a cluster in production).")
-    token: str | None = Field(None, description="Milvus token (user:password) when auth is on.")
+    token: SecretStr | None = Field(None, description="Milvus token (user:password) when auth is on.")
     collection: str = Field("vigil_watchlist", description="Watchlist collection name.")
     index: Literal["FLAT", "HNSW"] = Field("HNSW", description="Vector index type.")
     hnsw_m: int = Field(16, description="HNSW M.")
@@ -72,13 +99,14 @@ class MilvusSettings(BaseModel):
     hnsw_ef: int = Field(64, description="HNSW ef at search time.")
 
 
-class ModelSettings(BaseModel):
+class ModelSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when available.")
-    weights_dir: Path = Field(Path("models"), description="Where set-up wrote the converted embedder weights.")
+    weights_dir: Path = Field(default_factory=default_weights_dir, description="Where `python -m embed.weights` wrote the converted embedder "
+                                                                               "weights; default ${XDG_CACHE_HOME:-~/.cache}/vigil/models.")
     torch_threads: int | None = Field(None, description="torch.set_num_threads; None leaves torch's default.")
 
 
-class CameraSettings(BaseModel):
+class CameraSettings(_Section):
     id: str = Field(min_length=1, pattern=r"^[^/\s]+$", description="Camera id: the key of every event derived from it (no '/' or spaces).")
     url: str = Field(description="File path, rtsp://, http(s):// URL, s3://BUCKET/KEY (a footage object) or "
                                  "footage://CAMERA?from=T1&to=T2 (recorded segments, what `vigil replay` reads).")
@@ -92,7 +120,7 @@ class CameraSettings(BaseModel):
     record: bool | None = Field(None, description="Overrides ingest.record for this camera.")
 
 
-class IngestSettings(BaseModel):
+class IngestSettings(_Section):
     cameras: list[CameraSettings] = Field(default_factory=list, description="Sources this ingest process reads.")
     target_fps: float = Field(5.0, gt=0, description="Frames per second to sample from each source.")
     jpeg_quality: int = Field(90, ge=10, le=100, description="JPEG quality of published frames.")
@@ -114,12 +142,12 @@ class IngestSettings(BaseModel):
     footage_retention_h: float = Field(72.0, gt=0, description="Recorded segments older than this many hours are deleted by the ingest that records the camera.")
     retention_interval_s: float = Field(600.0, gt=0, description="How often ingest enforces footage retention.")
     status_dir: Path | None = Field(None, description="Where each ingest process writes its cameras' states for `vigil status` (None: <VIGIL_HOME>/ingest).")
+    run_id: str | None = Field(None, description="Run id stamped on every event, set by `vigil run` and replays; None for a live deployment.")
+    report_path: Path | None = Field(None, description="Where ingest writes its per-camera end report as JSON when its sources end (None: nowhere).")
 
 
-class FaceQualityOverrides(BaseModel):
+class FaceQualityOverrides(_Section):
     """One camera's quality limits; a field left unset keeps the section's default."""
-
-    model_config = ConfigDict(extra="forbid")
 
     min_face_px: int | None = Field(None, ge=10, description="Minimum face box side in pixels (default: detect.min_face_px).")
     min_prob: float | None = Field(None, ge=0, le=1, description="Minimum detection probability (default: detect.min_prob).")
@@ -128,7 +156,7 @@ class FaceQualityOverrides(BaseModel):
     max_pitch_deg: float | None = Field(None, ge=0, le=90, description="Largest |pitch| in degrees (default: detect.quality.max_pitch_deg).")
 
 
-class FaceQualitySettings(BaseModel):
+class FaceQualitySettings(_Section):
     """The quality gate of the detect stage: faces failing it are counted (vigil_faces_rejected_total) and not published.
 
     Size and probability limits default to ``detect.min_face_px`` and ``detect.min_prob``; ``per_camera``
@@ -141,23 +169,24 @@ class FaceQualitySettings(BaseModel):
     per_camera: dict[str, FaceQualityOverrides] = Field(default_factory=dict, description="Camera id -> the limits that camera overrides.")
 
 
-class DetectSettings(BaseModel):
+class DetectSettings(_Section):
     batch_size: int = Field(8, ge=1, description="Frames per detector batch.")
-    batch_wait_s: float = Field(0.01, ge=0, description="Longest wait to fill a batch (under load batches fill at once; when idle every event waits up to this: 0.2 s each in detect and embed put one camera's p50 face-to-match at 0.8 s, 0.05 at 0.4 s; 0.01 brought frame-to-alert p99 from 948 to 721 ms, bench/pipeline.py).")
+    batch_wait_s: float = Field(0.01, ge=0, description="Longest wait to fill a batch: under load batches fill at once, when idle every event waits up to this (BENCHMARKS.md).")
     min_prob: float = Field(0.95, ge=0, le=1, description="Minimum detection probability (the stage's quality gate default; per-camera overrides in quality.per_camera).")
     min_face_px: int = Field(40, ge=10, description="Minimum face box side in pixels (the quality gate default; the stage's detector searches down to the smallest limit of any camera).")
-    detect_face_px: int = Field(20, ge=12, description="MTCNN runs on the frame downscaled so that a face of min_face_px measures this many pixels (never upscaled); boxes and landmarks are mapped back and crops are cut from the full-resolution frame. At 960x540 this takes 26-36 % off MTCNN's time on the CPU (bench/models.py); accuracy in BENCHMARKS.md.")
-    crop_size: int = Field(160, description="Aligned crop side (the embedder's input).")
-    crop_margin: int = Field(32, ge=0, description="Margin around the box, in crop pixels (32-44 separates identities best).")
+    detect_face_px: int = Field(20, ge=12, description="MTCNN runs on the frame downscaled (never upscaled) so that a face of min_face_px measures this many pixels; "
+                                                       "crops are still cut from the full-resolution frame (speed and accuracy in BENCHMARKS.md).")
+    crop_size: int = Field(160, description="Side of the face crop, the box widened by crop_margin (the embedder's input).")
+    crop_margin: int = Field(32, ge=0, description="Margin around the box, in crop pixels; the FaceNet weights need one (detect/model.py).")
     quality: FaceQualitySettings = Field(default_factory=FaceQualitySettings, description="Quality gate: blur and pose limits, per-camera overrides.")
 
 
-class EmbedSettings(BaseModel):
-    batch_size: int = Field(32, ge=1, description="Faces per embedder batch.")
+class EmbedSettings(_Section):
+    batch_size: int = Field(32, ge=1, description="Faces per embedder batch: the most the stage takes at once and the most one model call sees.")
     batch_wait_s: float = Field(0.01, ge=0, description="Longest wait to fill a batch (see detect.batch_wait_s).")
 
 
-class MatchSettings(BaseModel):
+class MatchSettings(_Section):
     threshold: float = Field(0.5, ge=-1, le=1, description="Cosine similarity at or above which a face matches a person; a track alerts when a person's aggregate score over it reaches this too.")
     batch_size: int = Field(64, ge=1, description="Embeddings per Milvus search batch.")
     batch_wait_s: float = Field(0.02, ge=0, description="Longest wait to fill a batch (see detect.batch_wait_s; a search takes a few ms).")
@@ -169,18 +198,19 @@ class MatchSettings(BaseModel):
     max_tracks_per_camera: int = Field(32, ge=1, description="Open tracks held per (run, camera); the least recently seen is ended (reason evicted) beyond this.")
 
 
-class EnrollSettings(BaseModel):
-    duplicate_similarity: float = Field(0.92, ge=-1, le=1, description="An enrolment photo whose face is at least this similar (cosine) to a face already enrolled, or to another photo of the same request, is refused as a near-duplicate: it adds no information and would weigh one picture twice. Measured on face-pairs (bench/templates.py): different photos of one person score at most 0.910, a photo and its own re-saved copy (70 % size, JPEG q70) at least 0.927.")
+class EnrollSettings(_Section):
+    duplicate_similarity: float = Field(0.92, ge=-1, le=1, description="An enrolment photo at least this similar (cosine) to a face already enrolled, or to another photo of the same request, "
+                                                                      "is refused as a near-duplicate that would weigh one picture twice (BENCHMARKS.md).")
 
 
-class StageSettings(BaseModel):
+class StageSettings(_Section):
     health_port: int = Field(8000, description="Port of /metrics, /healthz and /readyz (0 picks a free one).")
     log_level: str = Field("INFO", description="Log level.")
     log_format: Literal["json", "text"] = Field("json", description="Structured JSON logs or plain text.")
 
 
 class VigilSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VIGIL_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="VIGIL_", env_nested_delimiter="__", extra="forbid", hide_input_in_errors=True)
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
@@ -193,9 +223,55 @@ class VigilSettings(BaseSettings):
     enroll: EnrollSettings = Field(default_factory=EnrollSettings)
     stage: StageSettings = Field(default_factory=StageSettings)
 
+    def __init__(self, **values: Any):
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise _name_unknown_keys(exc) from None
+
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
-        return init_settings, env_settings, _YamlFiles(settings_cls)
+        return init_settings, _Env(settings_cls, env_settings), _YamlFiles(settings_cls)
+
+
+def _name_unknown_keys(exc: ValidationError) -> ValidationError:
+    """The same errors, each unknown key named with its section (pydantic says only "Extra inputs are not permitted")."""
+    errors = []
+    for error in exc.errors():
+        if error["type"] == "extra_forbidden":
+            *section, key = error["loc"]
+            kind = (PydanticCustomError("unknown_setting", "unknown setting '{key}' in section '{section}'",
+                                        {"key": str(key), "section": ".".join(map(str, section))})
+                    if section else PydanticCustomError("unknown_setting", "unknown settings section '{key}'", {"key": str(key)}))
+            errors.append({"type": kind, "loc": error["loc"], "input": error["input"]})
+        else:
+            errors.append({key: error[key] for key in ("type", "loc", "input", "ctx") if key in error})
+    return ValidationError.from_exception_data(exc.title, errors, hide_input=True)
+
+
+class _Env(PydanticBaseSettingsSource):
+    """The environment, plus each ``VIGIL_<SECTION>__...`` variable of a section that does not exist.
+
+    pydantic-settings skips those silently; passed on, validation refuses them like any unknown key.
+    """
+
+    def __init__(self, settings_cls, env):
+        super().__init__(settings_cls)
+        self.env = env
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - unused; __call__ does the work
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        data = self.env()
+        prefix, delimiter = self.env.env_prefix.lower(), self.env.env_nested_delimiter
+        for name, value in self.env.env_vars.items():
+            name = name.lower()
+            if name.startswith(prefix) and delimiter in name:
+                section = name[len(prefix):].split(delimiter, 1)[0]
+                if section not in self.settings_cls.model_fields:
+                    data.setdefault(section, value)
+        return data
 
 
 class _YamlFiles(PydanticBaseSettingsSource):

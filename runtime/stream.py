@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import time
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +39,7 @@ from pydantic import ValidationError
 
 from runtime import metrics
 from runtime.health import Health, serve_health
-from runtime.kafka import describe_error, ensure_topics
+from runtime.kafka import connection, describe_error, ensure_topics, faust_credentials
 from runtime.logs import configure_logging
 from runtime.settings import VigilSettings
 from schemas.events import DeadLetterEvent, Envelope, utc_now
@@ -111,16 +110,11 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
 
 def build_app(app_id: str, settings: VigilSettings) -> faust.App:
     kafka = settings.kafka
-    credentials = None
-    if kafka.sasl_mechanism:
-        credentials = faust.SASLCredentials(
-            username=kafka.sasl_username, password=kafka.sasl_password, mechanism=kafka.sasl_mechanism,
-            ssl_context=ssl.create_default_context() if kafka.security_protocol == "SASL_SSL" else None,
-        )
+    conn = connection(kafka)
     app = faust.App(
         app_id,
-        broker=[f"kafka://{host}" for host in kafka.bootstrap.split(",")],
-        broker_credentials=credentials,
+        broker=[f"kafka://{host}" for host in conn.bootstrap],
+        broker_credentials=faust_credentials(conn),
         value_serializer="raw",
         key_serializer="raw",
         web_enabled=False,

@@ -60,8 +60,9 @@ class Watchlist:
         self.collection = settings.collection
         self.timeout_s = timeout_s
         self._own_client = client is None
+        token = settings.token.get_secret_value() if settings.token else ""
         try:
-            self.client = client or MilvusClient(uri=settings.uri, token=settings.token or "", timeout=timeout_s)
+            self.client = client or MilvusClient(uri=settings.uri, token=token, timeout=timeout_s)
         except Exception as exc:
             raise WatchlistError(f"cannot connect to Milvus at {settings.uri}: {exc}") from exc
 

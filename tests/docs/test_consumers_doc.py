@@ -11,15 +11,17 @@ from pathlib import Path
 import pytest
 
 from match.decision import alert_id
-from runtime.kafka import EventProducer, send_raw
+from runtime.kafka import EventProducer
 from schemas.events import AlertEvent, utc_now
 from schemas.export import export_json_schemas
 from schemas.topics import ALERTS
+from tests.kafka_helpers import send_raw
 
 pytestmark = pytest.mark.services
-EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "alerts_consumer.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "alerts_consumer.py"
 
 
+@pytest.mark.slow
 def test_example_consumer_validates_and_deduplicates(stack, tmp_path):
     settings = stack.settings
     export_json_schemas(tmp_path / "schemas")

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 
 from match.decision import track_id
-from match.tracking import Face, TrackParams, affinity, iou, step
+from match.tracking import Face, affinity, iou, step
+from runtime.settings import MatchSettings
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-PARAMS = TrackParams(gap_s=2.0, similarity=0.5, iou_bonus=0.2, max_tracks=4, threshold=0.5, min_faces=2)
+PARAMS = MatchSettings(track_gap_s=2.0, track_similarity=0.5, track_iou_bonus=0.2, max_tracks_per_camera=4, threshold=0.5, min_track_faces=2)
 RNG = np.random.default_rng(7)
 
 
@@ -158,8 +159,11 @@ def test_tracks_are_per_run_and_camera():
     assert len({a.track_id, b.track_id, c.track_id}) == 3
 
 
-def test_params_from_settings():
-    from runtime.settings import MatchSettings
-
-    params = TrackParams.from_settings(MatchSettings(threshold=0.6, min_track_faces=3, track_gap_s=5))
-    assert (params.threshold, params.min_faces, params.gap_s) == (0.6, 3, 5)
+def test_the_settings_drive_the_tracker():
+    # A gap of 5 s keeps the track open where the 2 s of PARAMS ended it; 3 faces must reach 0.6 before an alert.
+    faces = [face(0, ALICE, t=0.0, scores={"alice": 0.9}), face(1, ALICE, t=3.0, scores={"alice": 0.9}),
+             face(2, ALICE, t=3.2, scores={"alice": 0.9})]
+    steps = run(faces, MatchSettings(threshold=0.6, min_track_faces=3, track_gap_s=5))
+    assert len({s.track.track_id for s in steps}) == 1 and not any(s.ended for s in steps)
+    assert [bool(s.alerts) for s in steps] == [False, False, True]
+    assert run(faces)[1].ended  # PARAMS: past the 2 s gap

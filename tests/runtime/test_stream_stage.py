@@ -14,10 +14,11 @@ import uuid
 import pytest
 
 from runtime.imaging import encode_jpeg
-from runtime.kafka import EventProducer, EventReader, send_raw
+from runtime.kafka import EventProducer, EventReader
 from schemas.events import EmbeddingEvent, FaceEvent, utc_now
 from schemas.topics import DEAD_LETTERS, EMBEDDINGS, FACES
 from tests.conftest import load_rgb
+from tests.kafka_helpers import send_raw
 
 pytestmark = [pytest.mark.services, pytest.mark.models]
 

@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from pydantic import SecretStr
 
 from runtime.settings import S3Settings
 from storage.objects import ObjectNotFound, ObjectStore, StorageError, evidence_key
@@ -54,7 +55,7 @@ def test_round_trip_exists_and_content_type(store, prefix):
     assert etag
     assert store.exists(bucket, key)
     assert store.get_bytes(bucket, key) == data
-    assert store.content_type(bucket, key) == "image/jpeg"
+    assert store.client.stat_object(bucket, key).content_type == "image/jpeg"
     store.put_bytes(bucket, key, b"replaced", "image/jpeg")
     assert store.get_bytes(bucket, key) == b"replaced"
     store.delete(bucket, [key])
@@ -67,7 +68,7 @@ def test_server_side_copy(store, prefix):
     store.put_bytes(bucket, src, b"\xff\xd8evidence", "image/jpeg")
     assert store.copy(bucket, src, dst)
     assert store.get_bytes(bucket, dst) == b"\xff\xd8evidence"
-    assert store.content_type(bucket, dst) == "image/jpeg"
+    assert store.client.stat_object(bucket, dst).content_type == "image/jpeg"
     assert store.exists(bucket, src)  # a copy, not a move
     other = store.settings.watchlist_bucket
     store.copy(bucket, src, f"{prefix}/photo.jpg", dst_bucket=other)
@@ -110,7 +111,7 @@ def test_missing_key_and_bucket_errors_name_them(store, prefix):
 @pytest.mark.services
 def test_wrong_secret_is_rejected(stack):
     s3 = stack.settings.s3
-    intruder = ObjectStore(s3.model_copy(update={"secret_key": s3.secret_key + "x"}), retries=0)
+    intruder = ObjectStore(s3.model_copy(update={"secret_key": SecretStr(s3.secret_key.get_secret_value() + "x")}), retries=0)
     with pytest.raises(StorageError) as err:
         intruder.put_bytes(s3.evidence_bucket, "intruder.txt", b"x", "text/plain")
     assert err.value.code in {"SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied"}

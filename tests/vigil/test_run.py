@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.kafka import EventReader, send_raw
+from runtime.kafka import EventReader
 from schemas.events import AlertEvent
 from schemas.topics import ALERTS, DEAD_LETTERS, FRAMES
 from storage.objects import ObjectStore
 from synthetic.footage import Scene, make_footage
+from tests.kafka_helpers import send_raw
 
 pytestmark = [pytest.mark.services, pytest.mark.models]
 
@@ -26,6 +27,7 @@ FRAMES_PER_SCENE = 12
 FPS = 6
 
 
+@pytest.mark.slow
 def test_pipeline_end_to_end(stack, people, tmp_path, monkeypatch):
     from vigil.enroll import Enroller
     from vigil.run import PipelineRun
