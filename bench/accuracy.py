@@ -1,4 +1,4 @@
-"""Verification accuracy of the shipped pipeline on the face-pairs photos (BRIEF section 4).
+"""Verification accuracy of the shipped pipeline on the face-pairs photos in tests/data/face-pairs.
 
     python -m bench.accuracy [--device cpu] [--threads 2]
 
@@ -33,7 +33,7 @@ is the cosine similarity of the two embeddings, "same person" when it reaches
   box+margin crops of these photos (label-free: FaceNet's training geometry
   without the in-plane rotation).
 
-The dataset is found through ``VIGIL_DATASETS`` (``synthetic.footage.face_pairs_dir``).
+The dataset is the repository's ``tests/data/face-pairs`` (``synthetic.footage.face_pairs_dir``).
 Nothing is cached. The last line printed is ``AUC=.. TAR@FAR1=.. ACC@default=..``
 for the pivot pairs with the shipped pipeline.
 """
@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import REPO, machine
+from bench.common import machine
 
 
 PIVOT_FILE = "face-recognition-pivot.csv"
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.accuracy", description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument("--weights", type=Path, default=REPO / "models", help="converted FaceNet weights (default <repo>/models)")
+    parser.add_argument("--weights", type=Path, default=None, help="converted FaceNet weights (default: models.weights_dir)")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     from detect.model import FaceDetector
     from embed.model import FaceEmbedder
     from runtime.device import pick_device
-    from runtime.settings import DetectSettings, MatchSettings
+    from runtime.settings import DetectSettings, MatchSettings, ModelSettings
     from synthetic.footage import face_pairs_dir
 
     info = machine()
@@ -346,14 +346,11 @@ def main(argv: list[str] | None = None) -> int:
           f"facenet-pytorch {fnp_version}, numpy {np.__version__}")
 
     root = face_pairs_dir()
-    if root is None:
-        print("face-pairs dataset not found: set VIGIL_DATASETS to the folder holding face-pairs/", file=sys.stderr)
-        return 2
     device = pick_device(args.device)
     detect_settings = DetectSettings()
     default_threshold = float(MatchSettings().threshold)
     detector = FaceDetector(detect_settings, device)
-    embedder = FaceEmbedder(args.weights, device)
+    embedder = FaceEmbedder(args.weights or ModelSettings().weights_dir, device)
     print(f"detector: MTCNN, DetectSettings defaults ({', '.join(f'{k}={v}' for k, v in detect_settings.model_dump().items())})")
     print(f"embedder: {embedder.model_id}; shipped threshold MatchSettings().threshold = {default_threshold}")
 

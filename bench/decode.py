@@ -3,10 +3,10 @@
     python -m bench.decode [FILE ...] [--fps-sample 5] [--repeat 2] [--threads 0]
 
 Without files it builds footage with ``synthetic.footage`` (face-pairs photos
-moving over a background when the dataset is there, a moving pattern
-otherwise) at 960x540 and 1920x1080, 25 fps, and measures that. Synthetic
-footage compresses better than a real camera's, so its decode rates are an
-upper bound; pass real recordings for real numbers.
+moving over a background, or a moving pattern with ``--content pattern``) at
+960x540 and 1920x1080, 25 fps, and measures that. Synthetic footage
+compresses better than a real camera's, so its decode rates are an upper
+bound; pass real recordings for real numbers.
 
 Columns: ``decoded/s`` frames through the decoder per wall second,
 ``out`` frames handed on, ``x realtime`` media seconds per wall second (how
@@ -122,14 +122,13 @@ def build_default_footage(folder: Path, *, fps: int, seconds: float, sizes: list
     paths = []
     for width, height in sizes:
         path = folder / f"footage_{width}x{height}_{fps}fps.mp4"
-        scenes = default_scenes(5, frames_per_scene=max(1, n_frames // 5)) if content == "faces" else []
         started = time.perf_counter()
-        if scenes:
-            make_footage(path, scenes, fps=fps, size=(width, height), seed=0)
+        if content == "faces":
+            make_footage(path, default_scenes(5, frames_per_scene=max(1, n_frames // 5)), fps=fps, size=(width, height), seed=0)
             kind = "face-pairs photos"
         else:
             make_pattern_clip(path, n_frames=n_frames, fps=fps, size=(width, height))
-            kind = "moving pattern" + (" (face-pairs dataset not found)" if content == "faces" else "")
+            kind = "moving pattern"
         print(f"built {path.name}: {kind}, {time.perf_counter() - started:.1f} s to encode", file=sys.stderr)
         paths.append(path)
     return paths
@@ -161,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of built footage (default 10)")
     parser.add_argument("--sizes", default="960x540,1920x1080", help="sizes of built footage (default 960x540,1920x1080)")
     parser.add_argument("--content", choices=["faces", "pattern"], default="faces",
-                        help="built footage: face-pairs photos (default; pattern if the dataset is missing) or a moving pattern")
+                        help="built footage: face-pairs photos (default) or a moving pattern")
     parser.add_argument("--json", type=Path, help="also write machine + rows as JSON here")
     args = parser.parse_args(argv)
 

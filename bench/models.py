@@ -7,10 +7,10 @@ available, else the CPU), under ``torch.inference_mode()``, with the
 project's ``DetectSettings`` defaults.
 
 - **detect**: ``FaceDetector.detect`` on frames of each size, each a
-  face-pairs photo (or a sample photo when the dataset is missing) pasted at
-  half the frame height on a grey background: one face per frame, as the
-  footage has. Batches of 1 and of ``detect.batch_size`` frames (the stage's
-  batch). Includes the crops (``crop_face``), as the stage does.
+  face-pairs photo pasted at half the frame height on a grey background:
+  one face per frame, as the footage has. Batches of 1 and of
+  ``detect.batch_size`` frames (the stage's batch). Includes the crops
+  (``crop_face``), as the stage does.
 - **embed**: ``FaceEmbedder.embed`` on real 160x160 crops of those frames at
   batch 1, 8 and 32 (and 128 on a GPU).
 
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from bench.common import REPO, machine, print_machine, print_tables, timed_runs
+from bench.common import machine, print_machine, print_tables, timed_runs
 
 DETECT_SIZES = ((640, 480), (1280, 720))
 EMBED_BATCHES_CPU = (1, 8, 32)
@@ -67,14 +67,10 @@ class Row:
 
 
 def bench_photos() -> list[Path]:
-    """A few face photos: the first photo of each face-pairs identity, else the bundled samples."""
+    """A few face photos: the first photo of each of the first six face-pairs identities."""
     from synthetic.footage import identities
 
-    found = identities()
-    if found:
-        return [photos[0] for _, photos in sorted(found.items())][:6]
-    samples = REPO / "media" / "samples"
-    return sorted(p for p in samples.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})[:6]
+    return [photos[0] for _, photos in sorted(identities().items())][:6]
 
 
 def synth_frame(photo: Path, size: tuple[int, int], face_fraction: float = 0.5) -> np.ndarray:
@@ -110,8 +106,6 @@ def run(
     apply_torch_threads(threads)
     used_threads = torch.get_num_threads()
     photos = photos or bench_photos()
-    if not photos:
-        raise SystemExit("no face photos found (face-pairs dataset or media/samples)")
     dev = str(device)
     rows: list[Row] = []
     crops: list[np.ndarray] = []

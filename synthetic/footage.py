@@ -1,14 +1,14 @@
 """Synthetic footage with a ground truth we control (the demo, tests and benchmarks).
 
-``make_footage`` composites real face photos (the face-pairs dataset, BRIEF
-section 4) onto plain or gradient backgrounds, moves each across the frame
+``make_footage`` composites real face photos (the face-pairs dataset in
+``tests/data/face-pairs``) onto plain or gradient backgrounds, moves each across the frame
 over its scene, and encodes H.264 (libx264, yuv420p, GOP = fps) with PyAV.
 The returned ``FootageTruth`` says which identity is on screen in which frames
 and where (the pasted photo's box per frame). Same inputs and seed, same
 pixels; the MP4 is written with its index first (``faststart``), so a
 truncated copy still opens and decodes up to the cut.
 
-The dataset is found through ``VIGIL_DATASETS`` (default: ``<repo>/../shared/datasets``).
+The dataset is part of the repository: ``tests/data/face-pairs`` (see tests/data/README.md).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import random
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -27,24 +26,17 @@ import av
 import numpy as np
 from PIL import Image, ImageOps
 
-REPO = Path(__file__).resolve().parents[1]  # the checkout; the datasets folder sits beside it
+REPO = Path(__file__).resolve().parents[1]
 
 
-def datasets_dir() -> Path:
-    return Path(os.environ.get("VIGIL_DATASETS", REPO.parent / "shared" / "datasets"))
-
-
-def face_pairs_dir() -> Path | None:
-    """The face-pairs folder, or None where this machine lacks it."""
-    path = datasets_dir() / "face-pairs"
-    return path if (path / "identities.csv").is_file() else None
+def face_pairs_dir() -> Path:
+    """The face-pairs dataset, in the repository."""
+    return REPO / "tests" / "data" / "face-pairs"
 
 
 def identities(root: Path | None = None) -> dict[str, list[Path]]:
-    """identity -> photos, from face-pairs' identities.csv (empty if the dataset is missing)."""
+    """identity -> photos, from face-pairs' identities.csv."""
     root = root or face_pairs_dir()
-    if root is None:
-        return {}
     out: dict[str, list[Path]] = {}
     with open(root / "identities.csv", newline="") as fh:
         for row in csv.DictReader(fh):
@@ -215,7 +207,7 @@ def make_footage(out_path: Path | str, scenes: list[Scene], *, fps: int = 10, si
 
 def make_pattern_clip(out_path: Path | str, *, n_frames: int = 100, fps: int = 10, size: tuple[int, int] = (320, 240),
                       frame_times: Sequence[float] | None = None, seed: int = 0) -> Path:
-    """A moving test pattern (no faces), for when the dataset is missing or for timing tests.
+    """A moving test pattern (no faces), for decode and timing tests.
 
     ``frame_times`` (seconds, increasing) makes a variable-frame-rate clip with those PTS.
     """
@@ -287,7 +279,7 @@ def keyframe_offsets(path: Path | str) -> list[tuple[float, int]]:
 
 
 def default_scenes(n_identities: int = 3, frames_per_scene: int = 30, *, gap_frames: int = 0) -> list[Scene]:
-    """One photo each of the first ``n_identities`` identities of face-pairs (empty list if missing)."""
+    """One photo each of the first ``n_identities`` identities of face-pairs."""
     scenes: list[Scene] = []
     for label, photos in sorted(identities().items())[:n_identities]:
         if gap_frames and scenes:

@@ -1,8 +1,7 @@
 """Shared fixtures.
 
-Models: real photos (face-pairs through ``VIGIL_DATASETS``, default
-``<repo>/../shared/datasets``; tests that need them skip where they are
-absent), the converted embedder weights (converted on first use; only a failed
+Models: real photos (face-pairs, in the repository: tests/data/README.md),
+the converted embedder weights (converted on first use; only a failed
 download skips, a wrong hash fails), the detector and the embedder.
 
 ``stack``: the real services for the whole session. It starts a local stack
@@ -26,8 +25,8 @@ import pytest
 import torch
 from PIL import Image
 
-from runtime.settings import VigilSettings, load_settings
-from synthetic.footage import datasets_dir
+from runtime.settings import VigilSettings, default_weights_dir, load_settings
+from synthetic.footage import face_pairs_dir
 
 @dataclass
 class TestStack:
@@ -80,7 +79,7 @@ def settings(stack) -> VigilSettings:
 
 
 REPO = Path(__file__).resolve().parents[1]
-WEIGHTS_DIR = REPO / "models"
+WEIGHTS_DIR = default_weights_dir()  # where set-up converted them
 SAMPLES_DIR = REPO / "media" / "samples"
 
 
@@ -112,10 +111,7 @@ def device() -> torch.device:
 
 @pytest.fixture(scope="session")
 def face_pairs() -> Path:
-    path = datasets_dir() / "face-pairs"
-    if not (path / "identities.csv").is_file():
-        pytest.skip(f"face-pairs dataset not found at {path} (set VIGIL_DATASETS)")
-    return path
+    return face_pairs_dir()
 
 
 @pytest.fixture(scope="session")
@@ -145,14 +141,11 @@ def weights_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def samples_dir() -> Path:
-    """The face_recognition sample photos (scripts/fetch_samples.py), fetched if missing."""
-    import importlib.util
+    """The face_recognition sample photos (``synthetic.samples``), fetched if missing."""
+    from synthetic.samples import fetch_samples
 
-    spec = importlib.util.spec_from_file_location("_fetch_samples", REPO / "scripts" / "fetch_samples.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     try:
-        module.fetch_samples(SAMPLES_DIR)
+        fetch_samples(SAMPLES_DIR)
     except subprocess.CalledProcessError as exc:
         pytest.skip(f"could not download the sample photos: {exc}")
     return SAMPLES_DIR

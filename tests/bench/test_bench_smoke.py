@@ -87,17 +87,7 @@ def test_match_bench_tiny(settings):
 
 # --------------------------------------------------------------------------- bench.pipeline
 
-def test_histogram_quantile():
-    from bench.pipeline import histogram_quantile
-
-    values = {"h_bucket{le=0.5}": 10, "h_bucket{le=1.0}": 50, "h_bucket{le=10.0}": 100, "h_bucket{le=+Inf}": 100,
-              "h_count{}": 100, "other_bucket{le=1.0}": 7}
-    assert histogram_quantile(values, "h", 0.05) == pytest.approx(0.25)
-    assert histogram_quantile(values, "h", 0.5) == pytest.approx(1.0)
-    assert histogram_quantile(values, "h", 0.75) == pytest.approx(5.5)
-    assert histogram_quantile({}, "h", 0.5) is None
-
-
+@pytest.mark.slow
 @pytest.mark.services
 @pytest.mark.models
 def test_pipeline_bench_tiny(weights_dir, tmp_path, monkeypatch):

@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 
 from ingest.source import sample_frames
-from synthetic.footage import Scene, default_scenes, face_pairs_dir, identities, make_footage
-
-pytestmark = pytest.mark.skipif(face_pairs_dir() is None, reason="face-pairs dataset not found (set VIGIL_DATASETS)")
+from synthetic.footage import Scene, default_scenes, identities, make_footage
 
 FPS = 10
 SIZE = (640, 360)
