@@ -7,7 +7,8 @@ estimate the least-squares similarity transform (rotation, uniform scale,
 translation; Umeyama 1991) that maps the five landmarks (left eye, right eye,
 nose, left mouth corner, right mouth corner, in image coordinates) onto a
 canonical template, and warp the photo with it. ``bench.accuracy`` compares
-the two on the face-pairs set.
+the two on the face-pairs set (BENCHMARKS.md, "Alignment"). The pipeline does
+not use this module: only the benchmark (and its test) imports it.
 """
 
 from __future__ import annotations

@@ -129,9 +129,6 @@ class FaceDetector:
             self.mtcnn.rnet(torch.zeros(1, 3, 24, 24, device=self.device))
             self.mtcnn.onet(torch.zeros(1, 3, 48, 48, device=self.device))
 
-    def detect_one(self, frame: np.ndarray) -> list[DetectedFace]:
-        return self.detect([frame])[0]
-
     def _downscale(self, frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         image = Image.fromarray(frame)
         factor = 1 / self.detect_scale

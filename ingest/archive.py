@@ -56,10 +56,6 @@ class Segment:
     end: datetime
     key: str
 
-    @property
-    def duration_s(self) -> float:
-        return (self.end - self.start).total_seconds()
-
     def contains(self, ts: datetime) -> bool:
         return self.start <= as_utc(ts) < self.end
 

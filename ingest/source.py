@@ -73,16 +73,13 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import av
 import av.error
 import numpy as np
 from av.video.reformatter import VideoReformatter
-
-if TYPE_CHECKING:  # pragma: no cover
-    from runtime.settings import IngestSettings
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +304,9 @@ class FrameSampler(Iterator[SampledFrame]):
         self._container = open_source(url, hwaccel=hwaccel, timeout_s=timeout_s, rtsp_transport=rtsp_transport)
         self._anchor = (start_wallclock or datetime.now(timezone.utc)).astimezone(timezone.utc)
         self._stream = self._container.streams.video[0]
+        # Kept apart from the stream: the recorder asks for times after the container is closed, and a closed
+        # container's stream reads freed memory (a last segment once ended 42 years late).
+        self._time_base = self._stream.time_base
         cc = self._stream.codec_context
         self.stats.hwaccel = bool(getattr(cc, "is_hwaccel", False))
         # Slice threading by default: frame threading adds a frame of latency per
@@ -327,13 +327,6 @@ class FrameSampler(Iterator[SampledFrame]):
         self._rtcp_base: datetime | None = None  # wall clock of raw PTS 0 (live, camera clock)
         self.packet_sink: Callable[[av.Packet], None] | None = None
         self._gen = self._frames()
-
-    @classmethod
-    def from_settings(cls, url: str, settings: "IngestSettings", **kwargs) -> "FrameSampler":
-        """A sampler configured by ``IngestSettings`` (target_fps, max_width, realtime); kwargs override."""
-        params = {"max_width": settings.max_width, "realtime": settings.realtime}
-        params.update(kwargs)
-        return cls(url, settings.target_fps, **params)
 
     # -- iterator protocol -------------------------------------------------
     def __iter__(self) -> "FrameSampler":
@@ -375,7 +368,7 @@ class FrameSampler(Iterator[SampledFrame]):
         """
         if self._pts0 is None:
             return None
-        tb = self._stream.time_base
+        tb = self._time_base
         if not self.live:
             return self._anchor + timedelta(seconds=float((pts - self._pts0) * tb) + self._offset_s)
         if self._rtcp_base is not None:

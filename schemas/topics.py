@@ -57,7 +57,7 @@ FRAMES = TopicSpec(
 )
 FACES = TopicSpec(
     "vigil.faces.v1", FaceEvent, "camera_id", 8, 1 * HOUR_MS, "delete",
-    "One event per detected face, with its aligned crop.",
+    "One event per detected face, with its crop (the box widened by a margin) inline.",
 )
 EMBEDDINGS = TopicSpec(
     "vigil.embeddings.v1", EmbeddingEvent, "camera_id", 8, 1 * DAY_MS, "delete",

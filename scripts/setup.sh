@@ -15,7 +15,7 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --no-deps -e .
   rm -f .venv/.vigil-lock-* && touch "$stamp"
 fi
-.venv/bin/python -m embed.weights --out models
+.venv/bin/python -m embed.weights  # into models.weights_dir's default, ${XDG_CACHE_HOME:-~/.cache}/vigil/models
 
 # A second interpreter with the OpenCV that runs the original FaceNet graph, so a test can check
 # the converted weights against it (OpenCV 4.6 needs NumPy 1, the project NumPy 2).
@@ -38,4 +38,4 @@ if ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')"
     echo "note: GStreamer's RTSP server is missing and apt-get cannot run here; the RTSP tests will skip" >&2
   fi
 fi
-.venv/bin/python scripts/fetch_samples.py --out media/samples
+.venv/bin/python -m synthetic.samples --out media/samples

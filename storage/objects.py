@@ -76,7 +76,7 @@ class ObjectStore:
             maxsize=16,
             retries=urllib3.Retry(total=retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
         )
-        self.client = Minio(settings.endpoint, access_key=settings.access_key, secret_key=settings.secret_key,
+        self.client = Minio(settings.endpoint, access_key=settings.access_key, secret_key=settings.secret_key.get_secret_value(),
                             secure=settings.secure, region=settings.region, http_client=http)
 
     @property
@@ -117,10 +117,6 @@ class ObjectStore:
             finally:
                 response.close()
                 response.release_conn()
-
-    def content_type(self, bucket: str, key: str) -> str:
-        with _errors(bucket, key):
-            return self.client.stat_object(bucket, key).content_type
 
     def copy(self, bucket: str, src_key: str, dst_key: str, dst_bucket: str | None = None) -> str:
         """Server-side copy (no bytes through this process); return the new ETag."""

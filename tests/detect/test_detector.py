@@ -128,10 +128,10 @@ def test_downscaled_detection_maps_back_to_the_full_frame(device, face_pairs):
     crop is cut from the full-resolution frame at that box."""
     frame = load_rgb(face_pairs / "selfie-many-people.jpg")
     full_settings = DetectSettings(detect_face_px=DetectSettings().min_face_px)
-    full = FaceDetector(full_settings, device).detect_one(frame)
+    full = FaceDetector(full_settings, device).detect([frame])[0]
     small_detector = FaceDetector(DetectSettings(), device)
     assert small_detector.detect_scale == 0.5
-    small = small_detector.detect_one(frame)
+    small = small_detector.detect([frame])[0]
     assert len(small) == len(full) >= 3
     for a in small:
         b = min(full, key=lambda f: np.abs(np.subtract(f.box, a.box)).sum())

@@ -13,7 +13,6 @@ import pytest
 
 from ingest.source import FrameSampler, SourceError, is_live, redact_url, sample_frames
 from runtime.imaging import decode_jpeg, encode_jpeg
-from runtime.settings import IngestSettings
 from tests.ingest.conftest import needs_rtsp
 from synthetic.footage import keyframe_offsets, make_corrupt_copy, make_pattern_clip
 
@@ -74,9 +73,8 @@ def test_max_width_downscales_preserving_aspect(clip10):
     assert frame.image.shape == (240, 320, 3)
 
 
-def test_from_settings(clip10):
-    settings = IngestSettings(target_fps=2.5, max_width=200)
-    with FrameSampler.from_settings(str(clip10), settings, start_wallclock=T0) as sampler:
+def test_sampler_counts_decoded_and_yielded_frames(clip10):
+    with FrameSampler(str(clip10), 2.5, max_width=200, start_wallclock=T0) as sampler:
         frames = list(sampler)
     assert len(frames) == 10 and frames[0].width == 200 and frames[0].height == 150
     assert sampler.stats.decoded_frames == 40 and sampler.stats.yielded_frames == 10

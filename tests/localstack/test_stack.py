@@ -89,6 +89,7 @@ def test_ports_that_can_be_private_are_on_loopback(session_home):
     assert listeners(ports["milvus"]["ports"]["proxy"])  # Milvus 2.3.5 binds every interface: auth is on
 
 
+@pytest.mark.slow
 def test_two_stacks_at_once_then_down_twice_then_restart(stack, session_home, tmp_path):
     home = tmp_path / "second"
     try:

@@ -1,6 +1,6 @@
 """MatchProcessor's tracking, decisions and retry behaviour, with the watchlist and S3 replaced by fakes.
 
-(tests/stages/test_stages.py runs it against the real Milvus and S3.)
+(tests/match/test_processor.py runs it against the real Milvus and S3.)
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
-#!/usr/bin/env python
-"""Fetch real sample photos for demos and tests: ``python scripts/fetch_samples.py [--out media/samples]``.
+"""Real sample photos for the demo and tests: ``python -m synthetic.samples [--out media/samples]``.
 
 The photos come from the test images of ``face_recognition==1.3.0`` (MIT
 licence), whose sdist is on PyPI, so any machine that reaches PyPI can get
@@ -8,7 +7,8 @@ them: three different photos of Barack Obama and one of Joe Biden.
     OUT/watchlist/obama/obama.jpg, obama2.jpg   enrolment photos
     OUT/scenes/obama3.jpg, biden.jpg            photos to search (one match, one stranger)
 
-The sdist and every extracted file are checked against sha256 constants.
+The sdist (``runtime.packages.download_verified``) and every extracted file are
+checked against sha256 constants.
 Idempotent: files already present with the right hash are left alone.
 """
 
@@ -21,6 +21,8 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+
+from runtime.packages import download_verified
 
 SDIST_REQUIREMENT = "face_recognition==1.3.0"
 SDIST_NAME = "face_recognition-1.3.0.tar.gz"
@@ -37,7 +39,7 @@ FILES: dict[str, tuple[str, str]] = {
 
 SOURCE_NOTE = (
     "Test images of face_recognition 1.3.0 (https://pypi.org/project/face_recognition/, MIT licence),\n"
-    "taken unchanged from its sdist by scripts/fetch_samples.py.\n"
+    "taken unchanged from its sdist by `python -m synthetic.samples`.\n"
 )
 
 
@@ -49,23 +51,6 @@ def _ok(path: Path, sha: str) -> bool:
     return path.is_file() and sha256_bytes(path.read_bytes()) == sha
 
 
-def fetch_sdist(cache_dir: Path) -> Path:
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    sdist = cache_dir / SDIST_NAME
-    if not _ok(sdist, SDIST_SHA256):
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-             "--disable-pip-version-check", "--dest", str(cache_dir), SDIST_REQUIREMENT],
-            check=True,
-        )
-    if not sdist.is_file():
-        raise RuntimeError(f"pip did not produce {sdist}")
-    actual = sha256_bytes(sdist.read_bytes())
-    if actual != SDIST_SHA256:
-        raise RuntimeError(f"{sdist}: sha256 {actual}, expected {SDIST_SHA256}; refusing to use it")
-    return sdist
-
-
 def fetch_samples(out: Path, cache_dir: Path | None = None) -> list[Path]:
     """Make sure every sample is under ``out``; returns their paths."""
     out = Path(out)
@@ -73,7 +58,7 @@ def fetch_samples(out: Path, cache_dir: Path | None = None) -> list[Path]:
     missing = {path: spec for path, spec in wanted.items() if not _ok(path, spec[1])}
     if missing:
         with tempfile.TemporaryDirectory() as tmp:
-            sdist = fetch_sdist(Path(cache_dir) if cache_dir else Path(tmp))
+            sdist = download_verified(SDIST_REQUIREMENT, SDIST_NAME, SDIST_SHA256, Path(cache_dir) if cache_dir else Path(tmp), sdist=True)
             with tarfile.open(sdist, "r:gz") as tar:
                 for path, (name, sha) in missing.items():
                     member = tar.extractfile(f"{MEMBER_DIR}/{name}")
@@ -101,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         paths = fetch_samples(args.out, args.cache)
-    except (RuntimeError, subprocess.CalledProcessError) as exc:
+    except (RuntimeError, subprocess.CalledProcessError) as exc:  # DownloadError is a RuntimeError
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for path in paths:
