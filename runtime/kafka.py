@@ -235,6 +235,12 @@ class EventReader:
                 out.append(ReadEvent(record.topic, record.partition, record.offset, record.timestamp, event, error, record.value))
         return out
 
+    def at_end(self) -> bool:
+        """Every partition read up to its end offset as of now: what was written before this call has been returned."""
+        partitions = list(self._consumer.assignment())
+        ends = self._consumer.end_offsets(partitions)
+        return all(self._consumer.position(tp) >= ends[tp] for tp in partitions)
+
     def follow(self, *, idle_timeout_s: float | None = None) -> Iterator[ReadEvent]:
         """Yield events as they arrive; stop after ``idle_timeout_s`` without any (None: never)."""
         idle_since = time.monotonic()

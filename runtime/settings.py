@@ -203,6 +203,24 @@ class EnrollSettings(_Section):
                                                                       "is refused as a near-duplicate that would weigh one picture twice (BENCHMARKS.md).")
 
 
+class ConsoleSettings(_Section):
+    """The review console (``vigil console``): its address, users, sessions and trusted proxies."""
+
+    host: str = Field("127.0.0.1", description="Address the console listens on (loopback by default; 0.0.0.0 in a container).")
+    port: int = Field(8080, ge=0, le=65535, description="Port of the console's web page and API (0 picks a free one).")
+    users_file: Path | None = Field(None, description="JSON file of console users with argon2 password hashes, kept 0600 "
+                                                      "(None: <VIGIL_HOME>/console/users.json).")
+    session_ttl_s: float = Field(8 * 3600, gt=0, description="A login session expires this many seconds after it began.")
+    login_max_failures: int = Field(5, ge=1, description="Failed logins allowed per client address and per user name within login_window_s; more are refused (429).")
+    login_window_s: float = Field(300.0, gt=0, description="The window of login_max_failures, in seconds.")
+    secure_cookies: bool | None = Field(None, description="Mark the session cookie Secure (true behind TLS); None: when the request came over https.")
+    trusted_proxies: list[str] = Field(default_factory=list, description="Addresses or CIDR ranges of reverse proxies whose identity header is "
+                                                                       "believed (and whose X-Forwarded-* headers uvicorn honours); empty: none.")
+    proxy_user_header: str = Field("Remote-User", description="Header in which a trusted proxy names the authenticated user; the user must "
+                                                              "exist in the users file, whose roles apply.")
+    confirmations: int = Field(2, ge=2, description="Confirmations by different reviewers that make an alert confirmed (at least two: EU AI Act Art. 14(5)).")
+
+
 class StageSettings(_Section):
     health_port: int = Field(8000, description="Port of /metrics, /healthz and /readyz (0 picks a free one).")
     log_level: str = Field("INFO", description="Log level.")
@@ -221,6 +239,7 @@ class VigilSettings(BaseSettings):
     embed: EmbedSettings = Field(default_factory=EmbedSettings)
     match: MatchSettings = Field(default_factory=MatchSettings)
     enroll: EnrollSettings = Field(default_factory=EnrollSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     stage: StageSettings = Field(default_factory=StageSettings)
 
     def __init__(self, **values: Any):

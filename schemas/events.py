@@ -196,10 +196,43 @@ class AuditEvent(Envelope):
     schema_version: Literal[1] = 1
 
     actor: str = Field(min_length=1, description="Operator or service that acted.")
-    action: Literal["enroll", "enroll_refused", "remove", "search", "view", "retention_delete"]
+    action: Literal["enroll", "enroll_refused", "remove", "search", "view", "retention_delete", "review", "user"] = Field(
+        description="review: a reviewer confirmed or rejected an alert (details.decision); user: an admin changed a console user.")
     subject: str = Field(description="Person id (or object key) acted upon.")
     reason: str = Field(min_length=1, description="Why; required for every action on a person.")
     details: dict = Field(default_factory=dict)
+
+
+class ReviewDecisionEvent(Envelope):
+    """One reviewer's decision on an alert, written by the console; an alert's review state is derived from these.
+
+    Keyed by ``alert_id`` on one partition, so decisions are totally ordered. An alert is confirmed by
+    the first two confirmations of different reviewers before any rejection, and closed by the first rejection.
+    """
+
+    event_type: Literal["review_decision"] = "review_decision"
+    schema_version: Literal[1] = 1
+
+    alert_id: str = Field(description="The AlertEvent decided on.")
+    person_id: str = Field(description="The alert's person.")
+    decision: Literal["confirm", "reject"]
+    reviewer: str = Field(min_length=1, description="The authenticated console user who decided.")
+    note: str | None = Field(default=None, description="The reviewer's comment, if any.")
+
+
+class ConfirmedAlertEvent(Envelope):
+    """An alert that two different reviewers confirmed: what downstream systems may act on.
+
+    The envelope is the alert's (camera, capture time, trace, run); ``event_id`` is ``<alert_id>-confirmed``,
+    so a repeat is recognisable.
+    """
+
+    event_type: Literal["confirmed_alert"] = "confirmed_alert"
+    schema_version: Literal[1] = 1
+
+    alert: AlertEvent = Field(description="The alert as match raised it.")
+    confirmed_by: list[str] = Field(min_length=2, description="The reviewers who confirmed it, in order.")
+    decision_event_ids: list[str] = Field(min_length=2, description="event_id of each confirming ReviewDecisionEvent.")
 
 
 class DeadLetterEvent(Envelope):
@@ -217,5 +250,6 @@ class DeadLetterEvent(Envelope):
 
 
 EVENT_TYPES: tuple[type[Envelope], ...] = (
-    FrameEvent, FaceEvent, EmbeddingEvent, AlertEvent, TrackEndedEvent, AuditEvent, DeadLetterEvent,
+    FrameEvent, FaceEvent, EmbeddingEvent, AlertEvent, TrackEndedEvent, AuditEvent, ReviewDecisionEvent, ConfirmedAlertEvent,
+    DeadLetterEvent,
 )

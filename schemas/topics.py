@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from schemas.events import (
     AlertEvent,
     AuditEvent,
+    ConfirmedAlertEvent,
     DeadLetterEvent,
     EmbeddingEvent,
     Envelope,
     FaceEvent,
     FrameEvent,
+    ReviewDecisionEvent,
     TrackEndedEvent,
 )
 
@@ -75,10 +77,18 @@ AUDIT = TopicSpec(
     "vigil.audit.v1", AuditEvent, "camera_id", 1, -1, "delete",
     "Append-only accountability log: enrolments, removals, searches, retention deletes. One partition keeps a total order.",
 )
+REVIEWS = TopicSpec(
+    "vigil.reviews.v1", ReviewDecisionEvent, "alert_id", 1, -1, "delete",
+    "Reviewers' decisions on alerts, from the console; review state is derived from them. One partition: a total order.",
+)
+CONFIRMED = TopicSpec(
+    "vigil.confirmed.v1", ConfirmedAlertEvent, "camera_id", 4, 30 * DAY_MS, "delete",
+    "Alerts two different reviewers confirmed (human oversight): what downstream systems act on.",
+)
 DEAD_LETTERS = TopicSpec(
     "vigil.deadletter.v1", DeadLetterEvent, "camera_id", 1, 7 * DAY_MS, "delete",
     "Messages a stage could not process, with the reason and the original bytes.",
 )
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (FRAMES, FACES, EMBEDDINGS, ALERTS, TRACKS, AUDIT, DEAD_LETTERS)
+ALL_TOPICS: tuple[TopicSpec, ...] = (FRAMES, FACES, EMBEDDINGS, ALERTS, TRACKS, AUDIT, REVIEWS, CONFIRMED, DEAD_LETTERS)
 BY_NAME = {t.name: t for t in ALL_TOPICS}
