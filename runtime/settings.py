@@ -196,9 +196,12 @@ class MatchSettings(_Section):
     track_similarity: float = Field(0.5, ge=-1, le=1, description="Cosine similarity to a track's mean embedding at which a face joins the track.")
     track_iou_bonus: float = Field(0.2, ge=0, le=1, description="How much overlap with the track's last box lowers that similarity: by this times the IoU.")
     max_tracks_per_camera: int = Field(32, ge=1, description="Open tracks held per (run, camera); the least recently seen is ended (reason evicted) beyond this.")
+    track_idle_s: float = Field(5.0, gt=0, description="A track also ends when match has seen no face of its camera for this many seconds of wall time "
+                                                       "(the camera went quiet, or its source ended), so its passers-by are forgotten.")
 
 
 class EnrollSettings(_Section):
+    max_expiry_days: float = Field(365.0, gt=0, description="Longest time an enrolment may last: every entry expires at most this many days after it was enrolled.")
     duplicate_similarity: float = Field(0.92, ge=-1, le=1, description="An enrolment photo at least this similar (cosine) to a face already enrolled, or to another photo of the same request, "
                                                                       "is refused as a near-duplicate that would weigh one picture twice (BENCHMARKS.md).")
 
@@ -221,6 +224,33 @@ class ConsoleSettings(_Section):
     confirmations: int = Field(2, ge=2, description="Confirmations by different reviewers that make an alert confirmed (at least two: EU AI Act Art. 14(5)).")
 
 
+class AuditSettings(_Section):
+    """The audit log (docs/accountability.md): fail-closed appends, the sequencer's chain, its anchor in S3."""
+
+    deliver_timeout_s: float = Field(15.0, gt=0, description="How long an action waits for its audit request to be acknowledged by every in-sync "
+                                                             "replica; past it the action does not happen (fail closed).")
+    anchor_bucket: str = Field("vigil-audit", description="Bucket (created with S3 Object Lock) where the sequencer anchors the chain head.")
+    anchor_interval_s: float = Field(300.0, gt=0, description="The sequencer writes the chain head to the anchor bucket at most this often (and when it stops).")
+    anchor_lock_days: int = Field(3650, ge=1, description="Object Lock (COMPLIANCE) retention of each anchor, in days.")
+
+
+class RetentionSettings(_Section):
+    """How long Vigil keeps what it sees (docs/accountability.md); every deletion is audited with counts."""
+
+    passerby_grace_s: float = Field(2.0, ge=0, description="Seconds after a face track ends before its transient frames and crops are deleted "
+                                                           "(match deletes them; alert evidence was copied to alerts/ first).")
+    transient_max_age_s: float = Field(900.0, gt=0, description="Backstop: transient evidence older than this is deleted whatever became of its "
+                                                                "track (a crashed match, a dead-lettered face); a track longer than this loses its first evidence.")
+    frames_max_age_s: float = Field(120.0, gt=0, description="Claim-check frames (frames bucket) older than this are deleted: detect reads them within seconds.")
+    alert_evidence_days: float = Field(30.0, gt=0, description="Alert evidence (evidence bucket, alerts/) is deleted this many days after its capture hour.")
+    sweep_interval_s: float = Field(30.0, gt=0, description="How often match's housekeeper sweeps: the backstops above, alert evidence, expired watchlist entries.")
+
+
+class DeploymentSettings(_Section):
+    run_window_h: float = Field(12.0, gt=0, description="Window of the deployment `vigil run` starts for its own run (it ends it when the run ends).")
+    refresh_s: float = Field(0.5, gt=0, description="How often a stage's table of deployments polls the deployments topic for changes.")
+
+
 class StageSettings(_Section):
     health_port: int = Field(8000, description="Port of /metrics, /healthz and /readyz (0 picks a free one).")
     log_level: str = Field("INFO", description="Log level.")
@@ -240,6 +270,9 @@ class VigilSettings(BaseSettings):
     match: MatchSettings = Field(default_factory=MatchSettings)
     enroll: EnrollSettings = Field(default_factory=EnrollSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    deployments: DeploymentSettings = Field(default_factory=DeploymentSettings)
     stage: StageSettings = Field(default_factory=StageSettings)
 
     def __init__(self, **values: Any):

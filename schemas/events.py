@@ -166,6 +166,8 @@ class AlertEvent(Envelope):
     track_id: str | None = Field(default=None, description="The track the alert decides on (see TrackEndedEvent); None from producers before tracking.")
     track_score: float | None = Field(default=None, description="The person's aggregate score over the track when the alert was raised (weighted mean of per-face scores).")
     track_faces: int | None = Field(default=None, ge=1, description="Faces in the track when the alert was raised.")
+    deployment_id: str | None = Field(default=None, description="The deployment (authorised use) under which the alert was raised; None before deployments.")
+    case: str | None = Field(default=None, description="The case or reference of that deployment.")
 
 
 class TrackEndedEvent(Envelope):
@@ -196,11 +198,20 @@ class AuditEvent(Envelope):
     schema_version: Literal[1] = 1
 
     actor: str = Field(min_length=1, description="Operator or service that acted.")
-    action: Literal["enroll", "enroll_refused", "remove", "search", "view", "retention_delete", "review", "user"] = Field(
-        description="review: a reviewer confirmed or rejected an alert (details.decision); user: an admin changed a console user.")
+    action: Literal["enroll", "enroll_refused", "remove", "search", "view", "retention_delete", "review", "user",
+                    "expire", "deployment_start", "deployment_end", "export"] = Field(
+        description="review: a reviewer confirmed or rejected an alert (details.decision); user: an admin changed a console user; "
+                    "search: a retrospective search of recorded footage (vigil replay --camera); view: a read of face data "
+                    "(a face topic, the alerts, evidence); export: an alert's evidence or a run report left the system; "
+                    "expire: watchlist entries purged at their expiry (docs/accountability.md lists every emitter).")
     subject: str = Field(description="Person id (or object key) acted upon.")
     reason: str = Field(min_length=1, description="Why; required for every action on a person.")
     details: dict = Field(default_factory=dict)
+    # Added within v1 (optional): None on requests (vigil.audit-requests.v1) and on events before the chain.
+    deployment_id: str | None = Field(default=None, description="The deployment (authorised use) the action serves, if any.")
+    seq: int | None = Field(default=None, ge=1, description="Position in the sealed audit chain (1, 2, ...), set by the audit sequencer.")
+    prev_hash: str | None = Field(default=None, description="hash of the previous sealed event (64 zeros before the first).")
+    hash: str | None = Field(default=None, description="SHA-256 of this event's canonical JSON without this field (accountability.audit).")
 
 
 class ReviewDecisionEvent(Envelope):
@@ -235,6 +246,34 @@ class ConfirmedAlertEvent(Envelope):
     decision_event_ids: list[str] = Field(min_length=2, description="event_id of each confirming ReviewDecisionEvent.")
 
 
+class DeploymentEvent(Envelope):
+    """An authorised use: who authorised which cameras, for what case and purpose, when, against which watchlist.
+
+    Keyed by ``deployment_id`` on a compacted topic: its latest version is the deployment's state (a
+    start, then an end). ``camera_id`` is ``deployments``; ``source_ts`` is when this version was written.
+    """
+
+    event_type: Literal["deployment"] = "deployment"
+    schema_version: Literal[1] = 1
+
+    deployment_id: str = Field(min_length=1, description="Unique id of the deployment.")
+    case: str = Field(min_length=1, description="Case or reference number the use serves.")
+    purpose: str = Field(min_length=1, description="Why the use is needed.")
+    authorised_by: str = Field(min_length=1, description="The authenticated actor who authorised (started) it.")
+    kind: Literal["live", "retrospective"] = Field(description="live: cameras as they record; retrospective: recorded footage (vigil replay).")
+    cameras: list[str] = Field(min_length=1, description="The cameras it covers.")
+    starts_at: datetime = Field(description="Start of the window of capture times it covers (UTC).")
+    ends_at: datetime = Field(description="End of that window (exclusive).")
+    persons: list[str] | None = Field(default=None, description="The watchlist: the persons who may match; None: every entry in force "
+                                                                "(live only; a retrospective use must name the persons searched for).")
+    run_ids: list[str] = Field(default_factory=list, description="Runs it is bound to (vigil run, replays): their events are covered, "
+                                                                 "and only theirs. Empty: live traffic of its cameras.")
+    watchlist_digest: str = Field(description="SHA-256 over the watchlist entries in force when it started (accountability.deployments).")
+    ended_at: datetime | None = Field(default=None, description="When it was ended early; None while active.")
+    ended_by: str | None = None
+    end_reason: str | None = None
+
+
 class DeadLetterEvent(Envelope):
     """A message a stage could not process, kept with the reason so nothing accepted is lost."""
 
@@ -250,6 +289,6 @@ class DeadLetterEvent(Envelope):
 
 
 EVENT_TYPES: tuple[type[Envelope], ...] = (
-    FrameEvent, FaceEvent, EmbeddingEvent, AlertEvent, TrackEndedEvent, AuditEvent, ReviewDecisionEvent, ConfirmedAlertEvent,
+    FrameEvent, FaceEvent, EmbeddingEvent, AlertEvent, TrackEndedEvent, AuditEvent, DeploymentEvent, ReviewDecisionEvent, ConfirmedAlertEvent,
     DeadLetterEvent,
 )
