@@ -199,8 +199,9 @@ class AuditEvent(Envelope):
 
     actor: str = Field(min_length=1, description="Operator or service that acted.")
     action: Literal["enroll", "enroll_refused", "remove", "search", "view", "retention_delete", "review", "user",
-                    "expire", "deployment_start", "deployment_end", "export"] = Field(
+                    "expire", "deployment_start", "deployment_end", "export", "proposal"] = Field(
         description="review: a reviewer confirmed or rejected an alert (details.decision); user: an admin changed a console user; "
+                    "proposal: a watchlist entry proposed, approved or rejected in the console (details.decision); "
                     "search: a retrospective search of recorded footage (vigil replay --camera); view: a read of face data "
                     "(a face topic, the alerts, evidence); export: an alert's evidence or a run report left the system; "
                     "expire: watchlist entries purged at their expiry (docs/accountability.md lists every emitter).")
