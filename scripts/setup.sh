@@ -8,10 +8,10 @@ PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-stamp=.venv/.vigil-lock-$(sha256sum requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+stamp=.venv/.vigil-lock-$(sha256sum requirements-runtime.lock requirements-dev.lock pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -r requirements.lock
+  .venv/bin/python -m pip install -q -r requirements-runtime.lock -r requirements-dev.lock  # the image has the first only
   .venv/bin/python -m pip install -q --no-deps -e .
   rm -f .venv/.vigil-lock-* && touch "$stamp"
 fi

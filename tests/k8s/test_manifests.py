@@ -30,7 +30,6 @@ from schemas import stages, topics
 from tests.k8s.manifests import (
     K8S,
     KUSTOMIZATIONS,
-    ROOT,
     by_name,
     config_env,
     main_container,
@@ -581,32 +580,3 @@ def test_production_renders_the_topics_and_user_for_one_cluster():
     for group, _ in CONSUMERS.values():
         assert any(group.startswith(r["name"]) if r.get("patternType") == "prefix" else group == r["name"]
                    for r in acl_groups), f"KafkaUser has no ACL for group {group}"
-
-
-# --------------------------------------------------------------------------------------------
-# The image the manifests run
-
-
-def _dockerfile_user() -> str:
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    user = re.search(r"^USER (\d+):(\d+)$", dockerfile, re.M)
-    assert user and user.group(1) != "0", "the image must set a numeric non-root USER"
-    return user.group(1)
-
-
-def test_dockerfile_builds_what_the_manifests_expect():
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", dockerfile, re.M)
-    assert "requirements.lock" in dockerfile and "pip install --no-deps ." in dockerfile
-    assert "python -m embed.weights --out /models" in dockerfile
-    assert re.search(r"^ENTRYPOINT \[\"vigil\"\]$", dockerfile, re.M)
-    _dockerfile_user()
-
-
-def test_pods_run_as_the_image_user():
-    uid = _dockerfile_user()
-    docs = render("base")
-    for d in of_kind(docs, "Deployment"):
-        assert str(pod_spec(d)["securityContext"]["runAsUser"]) == uid, f"{d['metadata']['name']}: uid differs from the image's"
-    for d in stage_deployments(docs):
-        assert config_env(docs, d)["VIGIL_MODELS__WEIGHTS_DIR"] == "/models", "weights are baked into /models"
