@@ -41,7 +41,7 @@ from runtime import metrics
 from runtime.health import Health, serve_health
 from runtime.kafka import connection, describe_error, ensure_topics, faust_credentials
 from runtime.logs import configure_logging
-from runtime.settings import VigilSettings
+from runtime.settings import VigilSettings, vigil_home
 from schemas.events import DeadLetterEvent, Envelope, utc_now
 from schemas.stages import StageSpec
 from schemas.topics import DEAD_LETTERS, TopicSpec
@@ -111,6 +111,9 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
 def build_app(app_id: str, settings: VigilSettings) -> faust.App:
     kafka = settings.kafka
     conn = connection(kafka)
+    # faust keeps a data folder even with in-memory tables; by default it lands in the current folder.
+    datadir = vigil_home() / "faust"
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         app_id,
         broker=[f"kafka://{host}" for host in conn.bootstrap],
@@ -128,6 +131,7 @@ def build_app(app_id: str, settings: VigilSettings) -> faust.App:
         producer_max_request_size=8 * 1024 * 1024,
         consumer_max_fetch_size=8 * 1024 * 1024,
         store="memory://",
+        datadir=str(datadir / app_id),
     )
     app.transport.Consumer = _consumer_class(kafka.fetch_max_wait_ms)
     return app
