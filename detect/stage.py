@@ -3,7 +3,12 @@
 Each face's crop (its box widened by a margin, see ``detect.model``) travels
 inline (small); the whole frame and the crop are also written to S3 under the
 evidence bucket's ``transient/`` prefix, so an alert can point at them without
-frames ever passing through match.
+frames ever passing through match. Match deletes those transient objects
+once the face's track has ended (``match.stage``).
+
+Only frames that an active deployment covers (camera, capture time, run:
+``accountability.deployments``) are searched for faces; the others are
+counted in ``vigil_frames_outside_deployments_total`` and dropped unread.
 
 The quality gate (``detect.quality``, limits in ``DetectSettings`` with
 per-camera overrides) rejects faces too small, too unlikely, too blurred or
@@ -21,6 +26,7 @@ import logging
 
 from prometheus_client import Counter
 
+from accountability.deployments import DeploymentTable
 from detect.model import FaceDetector
 from detect.quality import quality_gate
 from runtime.device import device_from_settings
@@ -40,6 +46,8 @@ FACES_REJECTED = Counter(
     "vigil_faces_rejected_total", "Faces the quality gate rejected, by camera and reason (small, low_prob, blurry, pose).",
     ["stage", "camera", "reason"],
 )
+OUTSIDE_DEPLOYMENTS = Counter("vigil_frames_outside_deployments_total", "Frames no active deployment covered, dropped unread.",
+                              ["stage", "camera"])
 
 
 class DetectProcessor(StreamProcessor):
@@ -54,6 +62,11 @@ class DetectProcessor(StreamProcessor):
         self.detector.warm_up()  # before /readyz turns ready
         self.store = ObjectStore(self.settings.s3)
         self.store.ensure_buckets()
+        self.deployments = DeploymentTable(self.settings).start()
+
+    def stop(self) -> None:
+        if getattr(self, "deployments", None) is not None:
+            self.deployments.stop()
 
     def _frame_jpeg(self, frame: FrameEvent) -> bytes:
         if frame.image_jpeg is not None:
@@ -66,6 +79,10 @@ class DetectProcessor(StreamProcessor):
         raise BadEvent(f"frame {frame.event_id} carries neither image_jpeg nor image_key")
 
     def process(self, frames: list[FrameEvent]) -> list[tuple]:
+        outside = [f for f in frames if not self.deployments.covering(f.camera_id, f.source_ts, f.run_id)]
+        frames = [f for f in frames if f not in outside]
+        for frame in outside:
+            OUTSIDE_DEPLOYMENTS.labels(self.name, frame.camera_id).inc()
         jpegs = [self._frame_jpeg(frame) for frame in frames]
         images = []
         for frame, data in zip(frames, jpegs):

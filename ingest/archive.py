@@ -25,6 +25,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
+from accountability.actors import Actor
+from accountability.audit import AuditLog
+from accountability.retention import delete_audited
 from schemas.events import as_utc, parse_time
 from storage.objects import ObjectStore, evidence_key
 
@@ -121,16 +124,22 @@ class FootageArchive:
         """A presigned GET URL of the segment (what FFmpeg opens)."""
         return presigned_url(self.store, self.bucket, segment.key, expires)
 
-    def enforce_retention(self, camera_ids: list[str], max_age: timedelta, now: datetime | None = None) -> int:
-        """Delete the segments of these cameras that ended more than ``max_age`` ago; return how many."""
+    def expired(self, max_age: timedelta, now: datetime | None = None, camera_ids: list[str] | None = None) -> list[str]:
+        """Keys of the segments that ended more than ``max_age`` ago: of these cameras, or (None) of every camera
+        recorded in the bucket, configured or not."""
         cutoff = as_utc(now or datetime.now(timezone.utc)) - max_age
-        deleted = 0
-        for camera_id in camera_ids:
-            old = [s.key for s in map(parse_segment_key, self.store.list_keys(self.bucket, f"{PREFIX}/{camera_id}/"))
-                   if s is not None and s.end < cutoff]
-            deleted += self.store.delete(self.bucket, old)
+        prefixes = [f"{PREFIX}/{c}/" for c in camera_ids] if camera_ids is not None else [f"{PREFIX}/"]
+        return [s.key for prefix in prefixes for s in map(parse_segment_key, self.store.list_keys(self.bucket, prefix))
+                if s is not None and s.end < cutoff]
+
+    def enforce_retention(self, max_age: timedelta, *, audit: AuditLog, actor: Actor, now: datetime | None = None,
+                          camera_ids: list[str] | None = None) -> int:
+        """Delete the expired segments (see ``expired``) after a ``retention_delete`` audit event counting them."""
+        old = self.expired(max_age, now, camera_ids)
+        deleted = delete_audited(audit, actor, self.store, self.bucket, old, "footage",
+                                 f"footage segments older than {max_age.total_seconds() / 3600:g} h")
         if deleted:
-            log.info("footage retention: deleted %d segment(s) that ended before %s", deleted, cutoff.isoformat())
+            log.info("footage retention: deleted %d segment(s) older than %s", deleted, max_age)
         return deleted
 
 

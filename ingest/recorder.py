@@ -12,7 +12,8 @@ the segment in hand and never touch frame publishing.
 
 ``SegmentUploader`` is one thread per ingest process: it uploads finished
 segments through ``FootageArchive`` (retrying an unreachable S3 a few times),
-deletes the local files, and enforces retention for the recorded cameras.
+deletes the local files, and enforces footage retention for every camera in
+the footage bucket, those no longer configured included (audited with counts).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from typing import Callable
 import av
 from prometheus_client import Counter
 
+from accountability.actors import service_actor
+from accountability.audit import AuditLog, AuditUnavailable
 from ingest.archive import FootageArchive
 from ingest.source import FrameSampler
 from storage.objects import StorageError
@@ -156,8 +159,9 @@ class SegmentUploader:
     """Uploads finished segments from every recording camera of one ingest process; enforces retention."""
 
     def __init__(self, archive: FootageArchive, camera_ids: list[str], *, retention: timedelta,
-                 retention_interval_s: float, max_pending: int = 64, upload_attempts: int = 3):
+                 retention_interval_s: float, audit: AuditLog, max_pending: int = 64, upload_attempts: int = 3):
         self.archive = archive
+        self.audit = audit
         self.camera_ids = camera_ids
         self.retention = retention
         self.retention_interval_s = retention_interval_s
@@ -200,8 +204,9 @@ class SegmentUploader:
             if time.monotonic() >= self._next_retention:
                 self._next_retention = time.monotonic() + self.retention_interval_s
                 try:
-                    RETENTION_DELETED.inc(self.archive.enforce_retention(self.camera_ids, self.retention))
-                except StorageError as exc:
+                    RETENTION_DELETED.inc(self.archive.enforce_retention(self.retention, audit=self.audit,
+                                                                         actor=service_actor("ingest")))
+                except (StorageError, AuditUnavailable) as exc:
                     log.warning("footage retention skipped this round: %s", exc)
 
     def _upload(self, segment: FinishedSegment) -> None:

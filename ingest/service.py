@@ -7,6 +7,12 @@ others go on. Recordings end; live sources reconnect with capped exponential
 backoff and jitter until the service stops. Recording cameras share one
 segment uploader. About once a second the service refreshes its gauges and
 writes its cameras' reports to a status file that `vigil status` reads.
+
+A frame is published only when an active deployment covers its camera,
+capture time and run (``accountability.deployments``); others are dropped and
+counted (``vigil_camera_dropped_frames_total{reason="outside_deployment"}``),
+unless ``ingest.publish_outside_deployments``. Footage is recorded either way:
+it has its own retention.
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from accountability.audit import AuditLog
+from accountability.deployments import DeploymentTable
 from ingest.archive import FootageArchive
-from ingest.camera import CameraReport, CameraWorker, reads_s3, records
+from ingest.camera import CAMERA_DROPPED, CameraReport, CameraWorker, reads_s3, records
 from ingest.recorder import SegmentUploader
 from ingest.source import SampledFrame
 from runtime import metrics
@@ -84,12 +92,14 @@ class IngestService:
             self._store = ObjectStore(self.settings.s3)
             self._store.ensure_buckets()
         self.producer = EventProducer(self.settings.kafka, client_id="vigil-ingest")
-        uploader = None
+        self.deployments = None if ingest.publish_outside_deployments else DeploymentTable(self.settings).start()
+        uploader = audit = None
         try:
             if recording:
+                audit = AuditLog(self.settings, client_id="vigil-ingest-retention")
                 uploader = SegmentUploader(FootageArchive(self._store), recording,
                                            retention=timedelta(hours=ingest.footage_retention_h),
-                                           retention_interval_s=ingest.retention_interval_s).start()
+                                           retention_interval_s=ingest.retention_interval_s, audit=audit).start()
             self.workers = {c.id: CameraWorker(c, ingest, publish=self._publish, stop=self._stop, store=self._store,
                                                uploader=uploader) for c in self.cameras}
             self.reports = {cid: worker.report for cid, worker in self.workers.items()}
@@ -108,6 +118,10 @@ class IngestService:
             self.producer.close()
             if uploader is not None:
                 uploader.close()
+            if audit is not None:
+                audit.close()
+            if self.deployments is not None:
+                self.deployments.stop()
             self._write_status(running=False)
             self._write_report()
             self.server.shutdown()
@@ -118,6 +132,9 @@ class IngestService:
         return self.server.server_port if self.server is not None else None
 
     def _publish(self, camera_id: str, frame: SampledFrame) -> None:
+        if self.deployments is not None and not self.deployments.covering(camera_id, frame.source_ts, self.run_id):
+            CAMERA_DROPPED.labels(camera_id, "outside_deployment").inc()
+            return
         height, width = frame.image.shape[:2]
         jpeg = encode_jpeg(frame.image, self.settings.ingest.jpeg_quality)
         event_id = uuid.uuid4().hex

@@ -6,8 +6,22 @@ person's scores over its faces and raises at most one alert per (track,
 person) (``match.decision``). The alert points at the track's best face for
 the person: its transient evidence (frame and crop) is copied server-side to
 the ``alerts/`` prefix of the evidence bucket, which keeps it as long as the
-alert retention says; the transient copies expire with the transient
-retention. An ended track is published on the tracks topic.
+alert retention says. An ended track is published on the tracks topic.
+
+Authorised use: a face is searched and tracked only when a deployment covers
+its camera, capture time and run (``accountability.deployments``); the search
+is limited to the persons those deployments name, and every alert carries the
+deployment (and case) that allowed it. A face outside every deployment is
+not searched, and its transient evidence is deleted.
+
+Passers-by forgotten: match knows which transient objects each open track
+holds (``accountability.retention.TransientRefs``). When a track ends (a gap
+in source time, eviction, ``match.track_idle_s`` of wall time without a face
+of its camera, or the stage stopping) its crops, and frames no open track
+holds, are deleted ``retention.passerby_grace_s`` later, audited with counts.
+A housekeeping thread does that, ends idle tracks (their ``TrackEndedEvent``
+goes out with the next batch) and runs the retention sweep
+(``accountability.retention.Housekeeper``) every ``retention.sweep_interval_s``.
 
 Retries: tracks live in memory, per (run, camera). A batch works on new track
 values and they replace the stage's only once every output of the batch
@@ -19,20 +33,29 @@ rebalance, tracks start afresh from the first face the consumer sees.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import logging
+import threading
+import time
+from collections import OrderedDict, defaultdict
 from typing import NamedTuple
 
 import numpy as np
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
+from accountability.actors import service_actor
+from accountability.audit import AuditLog, AuditUnavailable
+from accountability.deployments import DeploymentTable, may_match, persons_of
+from accountability.retention import Housekeeper, TransientRefs, delete_audited
 from match.decision import alert_id, best_per_person, face_weight
 from match.tracking import Ended, Face, Track, step
 from runtime.stream import StreamProcessor
 from schemas.events import AlertEvent, Box, EmbeddingEvent, TrackEndedEvent
 from schemas.stages import MATCH
 from schemas.topics import ALERTS, TRACKS
-from storage.objects import ObjectStore, evidence_key
-from storage.vectors import DIM, Watchlist
+from storage.objects import ObjectStore, StorageError, evidence_key
+from storage.vectors import DIM, Watchlist, WatchlistError
+
+log = logging.getLogger(__name__)
 
 # Faces remembered as applied, with their outputs, for redeliveries (most recent first out of the window).
 APPLIED_WINDOW = 16384
@@ -41,6 +64,9 @@ APPLIED_WINDOW = 16384
 MAX_OPEN_CAMERAS = 1024
 
 TRACKS_OPEN = Gauge("vigil_tracks_open", "Face tracks a match consumer holds open.", ["stage"])
+OUTSIDE_DEPLOYMENTS = Counter("vigil_faces_outside_deployments_total", "Faces no active deployment covered: not searched, evidence deleted.",
+                              ["stage", "camera"])
+HOUSEKEEPING_EVERY_S = 0.5
 
 
 def _face_key(event: EmbeddingEvent) -> tuple:
@@ -66,6 +92,14 @@ class MatchProcessor(StreamProcessor):
         super().__init__(settings)
         self.tracks: OrderedDict[tuple, tuple[Track, ...]] = OrderedDict()  # (run, camera) -> open tracks, LRU order
         self.applied: OrderedDict[tuple, list[tuple]] = OrderedDict()  # (run, camera, face event id) -> its outputs
+        self.refs = TransientRefs()
+        self.last_face_at: dict[tuple, float] = {}  # (run, camera) -> monotonic time its last face was processed
+        self.pending: list[tuple] = []  # ends of idle tracks, published with the next batch
+        self.forget: list[tuple[float, list[str]]] = []  # (due, transient keys no open track holds)
+        self.lock = threading.Lock()  # between batches and the housekeeping thread
+        self.actor = service_actor(self.name)
+        self._stopping = threading.Event()
+        self._housekeeping: threading.Thread | None = None
 
     def start(self) -> None:
         self.watchlist = Watchlist(self.settings.milvus)
@@ -76,43 +110,70 @@ class MatchProcessor(StreamProcessor):
         self.watchlist.search(probe, limit=1, consistency_level="Bounded")
         self.store = ObjectStore(self.settings.s3)
         self.store.ensure_buckets()
+        self.deployments = DeploymentTable(self.settings).start()
+        self.audit = AuditLog(self.settings, client_id="vigil-match-retention")
+        self.housekeeper = Housekeeper(self.settings, self.actor, audit=self.audit, store=self.store, watchlist=self.watchlist)
+        self._housekeeping = threading.Thread(target=self._housekeep, name="match-housekeeping", daemon=True)
+        self._housekeeping.start()
 
     def process(self, embeddings: list[EmbeddingEvent]) -> list[tuple]:
+        with self.lock:
+            return self._process(embeddings)
+
+    def _process(self, embeddings: list[EmbeddingEvent]) -> list[tuple]:
+        covering = {_face_key(e): self.deployments.covering(e.camera_id, e.source_ts, e.run_id) for e in embeddings}
         todo: dict[tuple, EmbeddingEvent] = {}
         for event in embeddings:
-            if _face_key(event) not in self.applied:
+            if _face_key(event) not in self.applied and covering[_face_key(event)]:
                 todo.setdefault(_face_key(event), event)
-        hits = {}
-        if todo:
-            vectors = np.asarray([e.embedding for e in todo.values()], dtype=np.float32)
-            found = self.watchlist.search(vectors, limit=self.settings.match.search_k, consistency_level="Bounded")
-            hits = dict(zip(todo, found))
+        hits = self._search(todo, covering)
 
         working: dict[tuple, tuple[Track, ...]] = {}  # new track values; kept only when the whole batch succeeded
         produced: dict[tuple, list[tuple]] = {}
-        outputs: list[tuple] = []
+        held: list[tuple[str, str, str]] = []  # (track, crop, frame) of each face applied
+        ended_ids: list[str] = []
+        outside: list[EmbeddingEvent] = []
+        outputs: list[tuple] = list(self.pending)
         for event in embeddings:
             face_key = _face_key(event)
             if face_key in produced or face_key in self.applied:  # already applied: the same outputs again
                 outputs += produced[face_key] if face_key in produced else self.applied[face_key]
                 continue
+            if not covering[face_key]:
+                outside.append(event)
+                continue
             key = (event.run_id, event.camera_id)
             result = step(working.get(key, self.tracks.get(key, ())), self._face(event, hits[face_key]), self.settings.match,
                           run_id=event.run_id, camera_id=event.camera_id)
             working[key] = result.tracks
+            held.append((result.track.track_id, event.crop_key, event.snapshot_key))
+            ended_ids += [ended.track.track_id for ended in result.ended]
             mine = [self._ended(key, ended) for ended in result.ended]
-            mine += [self._alert(key, result.track, person, score) for person, score in result.alerts]
+            mine += [alert for person, score in result.alerts
+                     if (alert := self._alert(key, result.track, person, score, covering[face_key])) is not None]
             produced[face_key] = mine
             outputs += mine
 
         # Every output exists (evidence copied): keep the new state.
+        self.pending = []
+        now = time.monotonic()
         for key, tracks in working.items():
             self.tracks[key] = tracks
             self.tracks.move_to_end(key)
+            self.last_face_at[key] = now
+        for track, crop, frame in held:
+            self.refs.hold(track, crop, frame)
+        forgotten = [key for track in ended_ids for key in self.refs.release(track)]
+        for event in outside:
+            OUTSIDE_DEPLOYMENTS.labels(self.name, event.camera_id).inc()
+            forgotten += [event.crop_key, event.snapshot_key]
         evicted = []
         while len(self.tracks) > MAX_OPEN_CAMERAS:
             key, tracks = self.tracks.popitem(last=False)
+            self.last_face_at.pop(key, None)
             evicted += [self._ended(key, Ended(track, "evicted")) for track in tracks]
+            forgotten += [k for track in tracks for k in self.refs.release(track.track_id)]
+        self._forget_later(forgotten)
         if evicted:
             outputs += evicted
             last = next(reversed(produced), None)
@@ -124,6 +185,74 @@ class MatchProcessor(StreamProcessor):
             self.applied.popitem(last=False)
         TRACKS_OPEN.labels(self.name).set(sum(len(t) for t in self.tracks.values()))
         return outputs
+
+    def _search(self, todo: dict[tuple, EmbeddingEvent], covering: dict) -> dict:
+        """Each face's hits among the persons its deployments let match (one search per distinct set of persons)."""
+        groups: dict[tuple | None, list[tuple]] = defaultdict(list)
+        for face_key in todo:
+            persons = persons_of(covering[face_key])
+            groups[None if persons is None else tuple(persons)].append(face_key)
+        hits = {}
+        for persons, keys in groups.items():
+            vectors = np.asarray([todo[k].embedding for k in keys], dtype=np.float32)
+            found = self.watchlist.search(vectors, limit=self.settings.match.search_k, consistency_level="Bounded",
+                                          persons=None if persons is None else list(persons))
+            hits.update(zip(keys, found))
+        return hits
+
+    # -- forgetting passers-by -----------------------------------------------------------------------------------
+
+    def _forget_later(self, keys: list[str]) -> None:
+        if keys:
+            self.forget.append((time.monotonic() + self.settings.retention.passerby_grace_s, keys))
+
+    def _end_idle_tracks(self, idle_s: float) -> None:
+        """End every track of a camera match has seen no face of for ``idle_s`` (wall time); their ends go out with the next batch."""
+        now = time.monotonic()
+        for key in [k for k, at in self.last_face_at.items() if now - at >= idle_s]:
+            tracks = self.tracks.pop(key, ())
+            self.last_face_at.pop(key)
+            self.pending += [self._ended(key, Ended(track, "gap")) for track in tracks]
+            self._forget_later([k for track in tracks for k in self.refs.release(track.track_id)])
+
+    def _delete_due(self, *, everything: bool = False) -> None:
+        now = time.monotonic()
+        due = [item for item in self.forget if everything or item[0] <= now]
+        keys = [key for _, batch in due for key in batch]
+        if not keys:
+            return
+        try:
+            delete_audited(self.audit, self.actor, self.store, self.settings.s3.evidence_bucket, keys, "passerby",
+                           "transient evidence of ended face tracks (matched or not: alert evidence was copied first)")
+        except (AuditUnavailable, StorageError) as exc:  # kept for the next round: nothing is deleted unaudited
+            log.warning("transient evidence not deleted yet: %s", exc)
+            return
+        self.forget = [item for item in self.forget if item not in due]
+
+    def _housekeep(self) -> None:
+        next_sweep = time.monotonic() + self.settings.retention.sweep_interval_s
+        while not self._stopping.wait(HOUSEKEEPING_EVERY_S):
+            with self.lock:
+                self._end_idle_tracks(self.settings.match.track_idle_s)
+                self._delete_due()
+            if time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + self.settings.retention.sweep_interval_s
+                try:
+                    self.housekeeper.sweep()
+                except (AuditUnavailable, StorageError, WatchlistError) as exc:
+                    log.warning("retention sweep skipped this round: %s", exc)
+
+    def stop(self) -> None:
+        """Tracks do not survive a restart, so their transient evidence goes now."""
+        self._stopping.set()
+        if self._housekeeping is None:
+            return
+        self._housekeeping.join(30)
+        with self.lock:
+            self._end_idle_tracks(0.0)
+            self._delete_due(everything=True)
+        self.deployments.stop()
+        self.audit.close()
 
     def _face(self, event: EmbeddingEvent, hits) -> Face:
         box = event.box
@@ -139,7 +268,10 @@ class MatchProcessor(StreamProcessor):
             ref=ref,
         )
 
-    def _alert(self, key: tuple, track: Track, person_id: str, track_score: float) -> tuple:
+    def _alert(self, key: tuple, track: Track, person_id: str, track_score: float, deployments: list) -> tuple | None:
+        deployment = next((d for d in deployments if may_match(d, person_id)), None)
+        if deployment is None:  # the search was limited to these deployments' persons: cannot happen
+            return None
         run_id, camera_id = key
         evidence = track.persons[person_id]
         face: FaceRef = evidence.best_face
@@ -168,6 +300,8 @@ class MatchProcessor(StreamProcessor):
             track_id=track.track_id,
             track_score=round(track_score, 6),
             track_faces=track.faces,
+            deployment_id=deployment.deployment_id,
+            case=deployment.case,
         ))
 
     def _ended(self, key: tuple, ended: Ended) -> tuple:

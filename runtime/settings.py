@@ -144,6 +144,8 @@ class IngestSettings(_Section):
     status_dir: Path | None = Field(None, description="Where each ingest process writes its cameras' states for `vigil status` (None: <VIGIL_HOME>/ingest).")
     run_id: str | None = Field(None, description="Run id stamped on every event, set by `vigil run` and replays; None for a live deployment.")
     report_path: Path | None = Field(None, description="Where ingest writes its per-camera end report as JSON when its sources end (None: nowhere).")
+    publish_outside_deployments: bool = Field(False, description="Publish frames of a camera that no active deployment covers (footage tools, ingest's "
+                                                                 "own tests); detect and match ignore them all the same. False: such frames are dropped, counted.")
 
 
 class FaceQualityOverrides(_Section):
@@ -211,8 +213,8 @@ class ConsoleSettings(_Section):
 
     host: str = Field("127.0.0.1", description="Address the console listens on (loopback by default; 0.0.0.0 in a container).")
     port: int = Field(8080, ge=0, le=65535, description="Port of the console's web page and API (0 picks a free one).")
-    users_file: Path | None = Field(None, description="JSON file of console users with argon2 password hashes, kept 0600 "
-                                                      "(None: <VIGIL_HOME>/console/users.json).")
+    state_dir: Path | None = Field(None, description="Owner-only folder of the console's users (users.json, argon2 hashes) and pending "
+                                                     "watchlist proposals (a volume in Kubernetes; None: <VIGIL_HOME>/console).")
     session_ttl_s: float = Field(8 * 3600, gt=0, description="A login session expires this many seconds after it began.")
     login_max_failures: int = Field(5, ge=1, description="Failed logins allowed per client address and per user name within login_window_s; more are refused (429).")
     login_window_s: float = Field(300.0, gt=0, description="The window of login_max_failures, in seconds.")
@@ -232,6 +234,8 @@ class AuditSettings(_Section):
     anchor_bucket: str = Field("vigil-audit", description="Bucket (created with S3 Object Lock) where the sequencer anchors the chain head.")
     anchor_interval_s: float = Field(300.0, gt=0, description="The sequencer writes the chain head to the anchor bucket at most this often (and when it stops).")
     anchor_lock_days: int = Field(3650, ge=1, description="Object Lock (COMPLIANCE) retention of each anchor, in days.")
+    batch_size: int = Field(100, ge=1, description="Requests the audit stage (the sequencer) seals per batch.")
+    batch_wait_s: float = Field(0.05, ge=0, description="Longest wait to fill a batch (see detect.batch_wait_s).")
 
 
 class RetentionSettings(_Section):

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from schemas.topics import (
     ALERTS,
+    AUDIT,
+    AUDIT_REQUESTS,
     DEAD_LETTERS,
     EMBEDDINGS,
     FACES,
@@ -66,10 +68,18 @@ MATCH = StageSpec(
     description="Searches the watchlist, follows face tracks, raises alerts.",
 )
 
+AUDIT_SEQUENCER = StageSpec(
+    "audit", "accountability.sequencer:AuditSequencer", AUDIT_REQUESTS, (AUDIT,), uses_models=False, lag_per_replica=None,
+    description="Seals audit requests into the hash-chained audit log (one active member: the topic has one partition).",
+)
+
 # In pipeline order: each stage's source is an output of a stage before it.
-ALL_STAGES: tuple[StageSpec, ...] = (INGEST, DETECT, EMBED, MATCH)
+PIPELINE_STAGES: tuple[StageSpec, ...] = (INGEST, DETECT, EMBED, MATCH)
+# Beside the pipeline: its source is written by every actor (CLI, console, stages), not by a stage's outputs.
+ALL_STAGES: tuple[StageSpec, ...] = (*PIPELINE_STAGES, AUDIT_SEQUENCER)
 BY_NAME = {s.name: s for s in ALL_STAGES}
 STREAM_STAGES: tuple[StageSpec, ...] = tuple(s for s in ALL_STAGES if s.source)
+PIPELINE_STREAM_STAGES: tuple[StageSpec, ...] = tuple(s for s in PIPELINE_STAGES if s.source)
 
 
 def producer_of(topic: TopicSpec) -> StageSpec:

@@ -18,6 +18,7 @@ from minio import Minio
 from minio.commonconfig import CopySource
 from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
+from minio.retention import COMPLIANCE, Retention
 
 from runtime.settings import S3Settings
 from schemas.events import as_utc
@@ -101,17 +102,39 @@ class ObjectStore:
                         raise
         return created
 
+    def ensure_locked_bucket(self, bucket: str) -> bool:
+        """Create ``bucket`` with S3 Object Lock (and so versioning) when missing; True when it was created."""
+        with _errors(bucket):
+            if self.client.bucket_exists(bucket):
+                return False
+            try:
+                self.client.make_bucket(bucket, object_lock=True)
+            except S3Error as exc:
+                if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
+                return False
+        return True
+
     def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream",
-                  metadata: dict[str, str] | None = None) -> str:
-        """Store ``data`` at ``key``; return its ETag."""
+                  metadata: dict[str, str] | None = None, *, retain_until: datetime | None = None) -> str:
+        """Store ``data`` at ``key``; return its ETag. ``retain_until`` locks this version (Object Lock, COMPLIANCE mode)
+        until then: the bucket must have been made with Object Lock."""
+        retention = Retention(COMPLIANCE, as_utc(retain_until)) if retain_until is not None else None
         with _errors(bucket, key):
             result = self.client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type,
-                                            metadata=metadata)
+                                            metadata=metadata, retention=retention)
         return result.etag
 
-    def get_bytes(self, bucket: str, key: str) -> bytes:
+    def versions(self, bucket: str, prefix: str = "") -> list[tuple[str, str | None]]:
+        """(key, version id) of every stored version under ``prefix`` (delete markers left out), in key order."""
+        with _errors(bucket, prefix or None):
+            return [(obj.object_name, obj.version_id) for obj in
+                    self.client.list_objects(bucket, prefix=prefix or None, recursive=True, include_version=True)
+                    if not obj.is_dir and not obj.is_delete_marker]
+
+    def get_bytes(self, bucket: str, key: str, version_id: str | None = None) -> bytes:
         with _errors(bucket, key):
-            response = self.client.get_object(bucket, key)
+            response = self.client.get_object(bucket, key, version_id=version_id)
             try:
                 return response.read()
             finally:
@@ -132,11 +155,12 @@ class ObjectStore:
             return False
         return True
 
-    def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
-        """Every key under ``prefix`` (recursive), in key order."""
+    def list_keys(self, bucket: str, prefix: str = "", *, modified_before: datetime | None = None) -> list[str]:
+        """Every key under ``prefix`` (recursive), in key order; with ``modified_before``, only objects last written before it."""
+        cutoff = as_utc(modified_before) if modified_before is not None else None
         with _errors(bucket, prefix or None):
             return [obj.object_name for obj in self.client.list_objects(bucket, prefix=prefix or None, recursive=True)
-                    if not obj.is_dir]
+                    if not obj.is_dir and (cutoff is None or (obj.last_modified is not None and obj.last_modified < cutoff))]
 
     def delete(self, bucket: str, keys: Iterable[str]) -> int:
         """Delete ``keys`` in batches (missing keys are not errors); return how many were asked for."""

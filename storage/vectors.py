@@ -2,9 +2,14 @@
 
 One entity per enrolled photo: an auto id, the person, the 512-d embedding
 (stored L2-normalised; the index metric is COSINE, so a score is a cosine
-similarity, higher is closer), the photo's S3 key, who enrolled it, why, and
-when. Only what both the Milvus 2.3.5 server and Milvus Lite support is used:
-FLAT/HNSW with COSINE, ``==``/``in``/range filters, delete by primary key.
+similarity, higher is closer), the photo's S3 key, where the photo came from,
+who enrolled it, why, when, and when it expires. Only what both the Milvus
+2.3.5 server and Milvus Lite support is used: FLAT/HNSW with COSINE,
+``==``/``in``/range filters, delete by primary key.
+
+An entry past its ``expires_at`` is never returned by ``search`` (the filter
+is part of every search, so expiry does not wait for the sweeper that purges
+expired entries, ``accountability.watchlist``).
 
 Reads that must see the latest enrolments and removals use Strong consistency
 (Milvus's default, Bounded, answers from a view up to seconds old); the match
@@ -16,6 +21,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Sequence
 
 import numpy as np
@@ -24,7 +30,8 @@ from pymilvus import DataType, MilvusClient
 from runtime.settings import MilvusSettings
 
 DIM = 512
-MAX_LEN = {"person_id": 128, "photo_key": 1024, "enrolled_by": 128, "reason": 1024}
+MAX_LEN = {"person_id": 128, "photo_key": 1024, "enrolled_by": 128, "reason": 1024, "source": 1024}
+ENTRY_FIELDS = ["id", "person_id", "photo_key", "source", "enrolled_by", "reason", "enrolled_at", "expires_at"]
 MAX_WINDOW = 16384  # Milvus's largest query/search result window (offset + limit)
 STRONG = "Strong"
 
@@ -35,6 +42,25 @@ class WatchlistError(RuntimeError):
 
 class WatchlistUnavailable(WatchlistError, ConnectionError):
     """Milvus did not serve the request. A ConnectionError, so the stage runtime retries instead of dropping the event."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One watchlist entry (an enrolled photo) without its vector; times in epoch milliseconds."""
+
+    id: int
+    person_id: str
+    photo_key: str
+    source: str
+    enrolled_by: str
+    reason: str
+    enrolled_at: int
+    expires_at: int
+
+
+def epoch_ms(ts: datetime | None = None) -> int:
+    """``ts`` (default: now) in epoch milliseconds, the unit of ``enrolled_at`` and ``expires_at``."""
+    return int((ts or datetime.now(timezone.utc)).timestamp() * 1000)
 
 
 @dataclass(frozen=True)
@@ -88,6 +114,8 @@ class Watchlist:
         schema.add_field("enrolled_by", DataType.VARCHAR, max_length=MAX_LEN["enrolled_by"])
         schema.add_field("reason", DataType.VARCHAR, max_length=MAX_LEN["reason"])
         schema.add_field("enrolled_at", DataType.INT64, description="epoch milliseconds")
+        schema.add_field("expires_at", DataType.INT64, description="epoch milliseconds; never matched from then on")
+        schema.add_field("source", DataType.VARCHAR, max_length=MAX_LEN["source"], description="where the photo came from")
         return schema
 
     def _index_params(self):
@@ -121,7 +149,12 @@ class Watchlist:
 
     def _check_schema(self) -> None:
         fields = {f["name"]: f for f in self.client.describe_collection(self.collection)["fields"]}
-        missing = {"id", "embedding", *MAX_LEN, "enrolled_at"} - set(fields)
+        missing = {"id", "embedding", *MAX_LEN, "enrolled_at", "expires_at"} - set(fields)
+        if missing & {"expires_at", "source"}:
+            raise WatchlistError(
+                f"collection {self.collection!r} was made before watchlist entries expired and recorded their source (it lacks "
+                f"{sorted(missing)}), so its entries could match for ever. Enrol again into a new collection (milvus.collection) "
+                f"with an expiry and a source per photo, then drop this one.")
         if missing:
             raise WatchlistError(f"collection {self.collection!r} lacks fields {sorted(missing)}")
         dim = int(fields["embedding"].get("params", {}).get("dim", 0))
@@ -135,40 +168,57 @@ class Watchlist:
     # ------------------------------------------------------------------ writes
 
     def add(self, person_id: str, vectors: np.ndarray, photo_keys: Sequence[str], enrolled_by: str,
-            reason: str) -> list[int]:
-        """Enrol ``person_id`` with one entity per row of ``vectors`` (n, 512); return the new entry ids."""
+            reason: str, *, expires_at: datetime, sources: Sequence[str] | None = None) -> list[int]:
+        """Enrol ``person_id`` with one entity per row of ``vectors`` (n, 512), each expiring at ``expires_at`` and
+        with the source of its photo (``sources``, one per vector); return the new entry ids."""
         matrix = _as_matrix(vectors)
-        if isinstance(photo_keys, str) or len(photo_keys) != len(matrix):
-            raise ValueError(f"need one photo key per vector ({len(matrix)}), got {photo_keys!r}")
+        sources = [""] * len(matrix) if sources is None else sources
+        for name, values in (("photo key", photo_keys), ("source", sources)):
+            if isinstance(values, str) or len(values) != len(matrix):
+                raise ValueError(f"need one {name} per vector ({len(matrix)}), got {values!r}")
         _check_text("person_id", person_id, required=True)
         _check_text("enrolled_by", enrolled_by, required=True)
         _check_text("reason", reason)
-        for key in photo_keys:
+        for key, source in zip(photo_keys, sources):
             _check_text("photo_key", key)
+            _check_text("source", source)
         now_ms = int(time.time() * 1000)
+        until_ms = epoch_ms(expires_at)
+        if until_ms <= now_ms:
+            raise ValueError(f"expires_at must lie in the future, got {expires_at.isoformat()}")
         rows = [{"person_id": person_id, "embedding": row.tolist(), "photo_key": key, "enrolled_by": enrolled_by,
-                 "reason": reason, "enrolled_at": now_ms} for row, key in zip(matrix, photo_keys)]
+                 "reason": reason, "enrolled_at": now_ms, "expires_at": until_ms, "source": source}
+                for row, key, source in zip(matrix, photo_keys, sources)]
         result = self._call("insert into", self.client.insert, self.collection, rows, timeout=self.timeout_s)
         return [int(i) for i in result["ids"]]
 
     def remove(self, person_id: str) -> int:
         """Delete every entry of ``person_id``; return how many were deleted."""
-        _check_text("person_id", person_id, required=True)
-        removed = 0
-        while True:
-            rows = self._call("query", self.client.query, self.collection, filter=f"person_id == {_quote(person_id)}",
-                              output_fields=["id"], limit=MAX_WINDOW, consistency_level=STRONG, timeout=self.timeout_s)
-            if not rows:
-                return removed
-            ids = [int(r["id"]) for r in rows]
-            self._call("delete from", self.client.delete, self.collection, ids=ids, timeout=self.timeout_s)
-            removed += len(ids)
+        return len(self.delete(self.entries(person_id=person_id)))
+
+    def delete(self, entries: Sequence[Entry]) -> list[Entry]:
+        """Delete these entries (by primary key); return them."""
+        ids = [e.id for e in entries]
+        for start in range(0, len(ids), MAX_WINDOW):
+            self._call("delete from", self.client.delete, self.collection, ids=ids[start:start + MAX_WINDOW], timeout=self.timeout_s)
+        return list(entries)
+
+    def compact(self) -> int:
+        """Ask Milvus to compact the collection, so deleted vectors leave its segments too; return the compaction id."""
+        return int(self._call("compact", self.client.compact, self.collection, timeout=self.timeout_s))
 
     # ------------------------------------------------------------------ reads
 
-    def search(self, vectors: np.ndarray, limit: int = 1, consistency_level: str = STRONG) -> list[list[Hit]]:
-        """The ``limit`` closest entries to each row of ``vectors`` (n, 512), best first."""
+    def search(self, vectors: np.ndarray, limit: int = 1, consistency_level: str = STRONG, *,
+               persons: Sequence[str] | None = None, now: datetime | None = None) -> list[list[Hit]]:
+        """The ``limit`` closest entries in force at ``now`` (default: now) to each row of ``vectors`` (n, 512), best
+        first; with ``persons``, only their entries."""
         matrix = _as_matrix(vectors)
+        expr = f"expires_at > {epoch_ms(now)}"
+        if persons is not None:
+            if not persons:
+                return [[] for _ in range(len(matrix))]
+            expr += f" and person_id in [{', '.join(_quote(p) for p in persons)}]"
         if not 1 <= limit <= MAX_WINDOW:
             raise ValueError(f"limit must be in 1..{MAX_WINDOW}, got {limit}")
         if self.settings.index == "HNSW":
@@ -176,24 +226,34 @@ class Watchlist:
         else:
             params = {"metric_type": "COSINE", "params": {}}
         results = self._call("search", self.client.search, self.collection, data=matrix.tolist(), limit=limit,
-                             anns_field="embedding", output_fields=["person_id", "photo_key"], search_params=params,
+                             filter=expr, anns_field="embedding", output_fields=["person_id", "photo_key"], search_params=params,
                              consistency_level=consistency_level, timeout=self.timeout_s)
         hits = [[Hit(person_id=h["entity"]["person_id"], score=float(h["distance"]), entry_id=int(h["id"]),
                      photo_key=h["entity"].get("photo_key")) for h in row] for row in results]
         return hits + [[] for _ in range(len(matrix) - len(hits))]  # every query gets a list, even when empty
 
-    def persons(self) -> dict[str, int]:
-        """Enrolled person -> number of entries."""
-        counts: Counter[str] = Counter()
+    def entries(self, *, person_id: str | None = None, expired_at: datetime | None = None) -> list[Entry]:
+        """Entries (Strong consistency, in primary-key order): all, one person's, or those expired at ``expired_at``."""
+        conditions = []
+        if person_id is not None:
+            _check_text("person_id", person_id, required=True)
+            conditions.append(f"person_id == {_quote(person_id)}")
+        if expired_at is not None:
+            conditions.append(f"expires_at <= {epoch_ms(expired_at)}")
+        found: list[Entry] = []
         last: int | None = None
         while True:  # page by primary key (query results come back in primary-key order)
-            rows = self._call("query", self.client.query, self.collection,
-                              filter="" if last is None else f"id > {last}", output_fields=["id", "person_id"],
+            expr = " and ".join(conditions + ([f"id > {last}"] if last is not None else []))
+            rows = self._call("query", self.client.query, self.collection, filter=expr, output_fields=ENTRY_FIELDS,
                               limit=MAX_WINDOW, consistency_level=STRONG, timeout=self.timeout_s)
-            counts.update(r["person_id"] for r in rows)
+            found += [Entry(**{name: row[name] for name in ENTRY_FIELDS}) for row in rows]
             if len(rows) < MAX_WINDOW:
-                return dict(counts)
+                return sorted(found, key=lambda e: e.id)
             last = max(int(r["id"]) for r in rows)
+
+    def persons(self) -> dict[str, int]:
+        """Enrolled person -> number of entries (expired ones included until they are purged)."""
+        return dict(Counter(e.person_id for e in self.entries()))
 
     def count(self) -> int:
         """Number of entries."""

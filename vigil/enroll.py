@@ -5,8 +5,14 @@ exactly one face, that face passes detect's quality gate (size, probability,
 blur, pose: the defaults, not a camera's overrides), and it is not a
 near-duplicate (``enroll.duplicate_similarity``) of a face already enrolled,
 for this person or anyone else, or of another photo in the same request.
-Every enrolment and every refusal is written to the audit topic with who did
-it and why.
+Every entry carries an expiry (at most ``enroll.max_expiry_days`` away) and
+the source of its photo.
+
+Fail closed: the ``enroll`` audit event is written (acknowledged by every
+in-sync replica) before the photos go to S3 and the vectors to Milvus, so an
+enrolment whose record cannot be written does not happen. Each refusal is
+audited too (``enroll_refused``). If storage fails after the audit event, what
+was written is rolled back and the failure is audited as a refusal.
 
 Each accepted photo is its own watchlist entry ("all vectors"); match takes a
 person's best entry. ``python -m bench.templates`` measures that against one
@@ -17,7 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -26,19 +34,20 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from detect.model import FaceDetector
 from detect.quality import assess as assess_face
 from detect.quality import quality_gate
+from accountability.actors import Actor, require
+from accountability.audit import AuditLog
 from embed.model import FaceEmbedder
 from runtime.device import device_from_settings
-from runtime.kafka import EventProducer
 from runtime.settings import VigilSettings
-from schemas.events import AuditEvent, utc_now
-from schemas.topics import AUDIT
-from storage.objects import ObjectStore
-from storage.vectors import Watchlist
+from schemas.events import as_utc, parse_time, utc_now
+from storage.objects import ObjectStore, StorageError
+from storage.vectors import Watchlist, WatchlistError
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-AUDIT_SCOPE = "watchlist"  # the camera_id of audit events about the watchlist
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([mhdw])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 class EnrollmentError(Exception):
@@ -50,6 +59,41 @@ class EnrollResult:
     person_id: str
     enrolled: list[str] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)  # photo -> reason
+    expires_at: datetime | None = None
+    entry_ids: list[int] = field(default_factory=list)  # the new watchlist entries
+
+
+def parse_expiry(text: str, now: datetime | None = None) -> datetime:
+    """``--expires``: a duration from now (``90m``, ``12h``, ``30d``, ``2w``), a date (the entry lasts through that
+    day, UTC) or an ISO time."""
+    now = now or utc_now()
+    text = text.strip()
+    duration = _DURATION.match(text)
+    if duration:
+        return now + timedelta(**{_UNITS[duration.group(2)]: float(duration.group(1))})
+    try:
+        return datetime.combine(date.fromisoformat(text) + timedelta(days=1), time(), timezone.utc)
+    except ValueError:
+        pass
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise EnrollmentError(f"--expires {text!r}: give a duration (30d, 12h, 90m, 2w), a date (2026-12-31) or an ISO time") from None
+
+
+def check_expiry(expires_at: datetime | None, settings: VigilSettings, now: datetime | None = None) -> datetime:
+    """``expires_at`` if it is given, in the future and within ``enroll.max_expiry_days``; else ``EnrollmentError``."""
+    now = now or utc_now()
+    if expires_at is None:
+        raise EnrollmentError("an expiry is required to enroll anyone (--expires DATE|DURATION)")
+    expires_at = as_utc(expires_at)
+    longest = now + timedelta(days=settings.enroll.max_expiry_days)
+    if expires_at <= now:
+        raise EnrollmentError(f"the expiry {expires_at.isoformat()} has passed")
+    if expires_at > longest:
+        raise EnrollmentError(f"the expiry {expires_at.isoformat()} lies beyond enroll.max_expiry_days "
+                              f"({settings.enroll.max_expiry_days:g} days, until {longest.isoformat()})")
+    return expires_at
 
 
 def load_photo(path: Path) -> np.ndarray:
@@ -76,7 +120,11 @@ def photos_by_person(directory: Path) -> dict[str, list[Path]]:
 
 
 class Enroller:
-    def __init__(self, settings: VigilSettings, *, detector: FaceDetector | None = None, embedder: FaceEmbedder | None = None):
+    def __init__(self, settings: VigilSettings, *, detector: FaceDetector | None = None, embedder: FaceEmbedder | None = None,
+                 audit: AuditLog | None = None):
+        # The audit log first: without it nothing else is touched.
+        self._own_audit = audit is None
+        self.audit = audit or AuditLog(settings, client_id="vigil-enroll")
         device = device_from_settings(settings.models)
         self.settings = settings
         # Enrolment photos are held to a stricter standard than live frames.
@@ -87,12 +135,16 @@ class Enroller:
         self.store.ensure_buckets()
         self.watchlist = Watchlist(settings.milvus)
         self.watchlist.ensure_collection()
-        self.producer = EventProducer(settings.kafka, client_id="vigil-enroll")
 
-    def enroll(self, person_id: str, photos: list[Path], *, actor: str, reason: str) -> EnrollResult:
+    def enroll(self, person_id: str, photos: list[Path], *, actor: Actor, reason: str, expires_at: datetime | None,
+               source: str | None = None, deployment_id: str | None = None) -> EnrollResult:
+        """Enrol the photos of ``person_id`` that pass the checks (role ``enroller``), each expiring at ``expires_at``
+        and recorded with its ``source`` (default: the photo's file name)."""
+        require(actor, "enroller")
         if not reason.strip():
             raise EnrollmentError("a reason is required to enroll anyone (--reason)")
-        result = EnrollResult(person_id)
+        expires_at = check_expiry(expires_at, self.settings)
+        result = EnrollResult(person_id, expires_at=expires_at)
         accepted: list[tuple[Path, bytes, np.ndarray]] = []
         for photo in photos:
             try:
@@ -116,20 +168,37 @@ class Enroller:
         vectors = self.embedder.embed([crop for _, _, crop in accepted])
         keep = self._drop_near_duplicates(person_id, accepted, vectors, result)
         accepted, vectors = [accepted[i] for i in keep], vectors[keep]
-        if accepted:
-            keys = []
-            for photo, data, _ in accepted:
-                key = f"{person_id}/{hashlib.sha256(data).hexdigest()[:16]}{photo.suffix.lower()}"
-                self.store.put_bytes(self.settings.s3.watchlist_bucket, key, data, "image/jpeg" if photo.suffix.lower() in {".jpg", ".jpeg"} else "image/png")
-                keys.append(key)
-            self.watchlist.add(person_id, vectors, keys, enrolled_by=actor, reason=reason)
-            result.enrolled = [str(p) for p, _, _ in accepted]
-            self._audit("enroll", person_id, actor, reason, {"photos": keys, "model": self.embedder.model_id})
         for photo, why in result.refused.items():
             log.warning("refused %s for %s: %s", photo, person_id, why)
-            self._audit("enroll_refused", person_id, actor, reason, {"photo": Path(photo).name, "why": why})
-        self.producer.flush()
+            self.audit.append(actor, "enroll_refused", person_id, reason, {"photo": Path(photo).name, "why": why},
+                              deployment_id=deployment_id)
+        if accepted:
+            keys = [f"{person_id}/{hashlib.sha256(data).hexdigest()[:16]}{photo.suffix.lower()}" for photo, data, _ in accepted]
+            sources = [source or f"photo file {photo.name}" for photo, _, _ in accepted]
+            self.audit.append(actor, "enroll", person_id, reason, {
+                "photos": keys, "sources": sources, "expires_at": expires_at.isoformat(), "model": self.embedder.model_id,
+            }, deployment_id=deployment_id)
+            result.entry_ids = self._store(person_id, accepted, keys, vectors, actor=actor, reason=reason, expires_at=expires_at, sources=sources,
+                        deployment_id=deployment_id)
+            result.enrolled = [str(p) for p, _, _ in accepted]
         return result
+
+    def _store(self, person_id: str, accepted: list, keys: list[str], vectors: np.ndarray, *, actor: Actor, reason: str,
+               expires_at: datetime, sources: list[str], deployment_id: str | None) -> list[int]:
+        """Photos to S3, vectors to Milvus; on failure, undo what was written and audit the failure as a refusal."""
+        bucket = self.settings.s3.watchlist_bucket
+        written: list[str] = []
+        try:
+            for (photo, data, _), key in zip(accepted, keys):
+                self.store.put_bytes(bucket, key, data, "image/jpeg" if photo.suffix.lower() in {".jpg", ".jpeg"} else "image/png")
+                written.append(key)
+            return self.watchlist.add(person_id, vectors, keys, enrolled_by=actor.name, reason=reason, expires_at=expires_at,
+                                      sources=sources)
+        except (StorageError, WatchlistError) as exc:
+            self.store.delete(bucket, written)
+            self.audit.append(actor, "enroll_refused", person_id, reason, {"photos": keys, "why": f"storage failed: {exc}"},
+                              deployment_id=deployment_id)
+            raise
 
     def _drop_near_duplicates(self, person_id: str, accepted: list, vectors: np.ndarray, result: EnrollResult) -> list[int]:
         """Indices of ``accepted`` that are no near-duplicate of an enrolled face or of an earlier photo here."""
@@ -151,12 +220,7 @@ class Enroller:
                 keep.append(i)
         return keep
 
-    def _audit(self, action: str, subject: str, actor: str, reason: str, details: dict) -> None:
-        now = utc_now()
-        self.producer.send(AUDIT, AuditEvent(
-            camera_id=AUDIT_SCOPE, source_ts=now, trace_id=f"audit-{now.timestamp():.6f}",
-            actor=actor, action=action, subject=subject, reason=reason, details=details,
-        ))
-
     def close(self) -> None:
-        self.producer.close()
+        self.watchlist.close()
+        if self._own_audit:
+            self.audit.close()

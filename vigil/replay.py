@@ -13,6 +13,11 @@ Footage (``--camera ID --from T1 --to T2``)
     To replay through stages of its own instead, give the footage URL to
     ``vigil run --no-stack``.
 
+    Retrospective identification is an authorised use: the replay needs a
+    ``retrospective`` deployment that covers the camera and the whole window
+    and names the persons searched for. The replay's run is bound to it, so
+    only those persons can match, and the search is audited (``search``).
+
 Topic (``--topic NAME --since TIME [--until TIME]``)
     The events of a registry topic whose record timestamps fall in the range,
     one JSON object per line, for a downstream system to re-consume. The
@@ -20,7 +25,9 @@ Topic (``--topic NAME --since TIME [--until TIME]``)
     broker has one; records before ``since`` are filtered out by timestamp
     whatever the lookup answered. Tansu 0.6 answers every time lookup with
     offset 0 (and timestamp -1), so there the read is a scan from the
-    earliest retained offset: slower, still exact.
+    earliest retained offset: slower, still exact. A read of any topic but
+    the audit and deployment records is audited (``view``) with its reason:
+    they hold people's faces, embeddings or identifications.
 """
 
 from __future__ import annotations
@@ -31,12 +38,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from accountability.actors import Actor, require
+from accountability.audit import AuditLog
+from accountability.deployments import DeploymentError, Deployments
 from ingest.archive import footage_url
 from ingest.camera import CameraReport
 from runtime.kafka import EventReader, ReadEvent
 from runtime.settings import CameraSettings, VigilSettings
 from schemas.events import AlertEvent, as_utc
-from schemas.topics import ALERTS, BY_NAME
+from schemas.topics import ALERTS, AUDIT, AUDIT_REQUESTS, BY_NAME, DEPLOYMENTS
+
+# Records about the system's use, not about people: reading them is not audited.
+UNAUDITED_TOPICS = {AUDIT.name, AUDIT_REQUESTS.name, DEPLOYMENTS.name}
 
 
 def new_run_id() -> str:
@@ -53,15 +66,31 @@ class FootageReplay:
     report: CameraReport | None = None
 
 
-def replay_footage(settings: VigilSettings, camera_id: str, start: datetime, end: datetime, *,
-                   run_id: str | None = None) -> FootageReplay:
-    """Publish ``camera_id``'s recorded frames in [start, end) under a replay run id; returns when they are all sent."""
+def replay_footage(settings: VigilSettings, actor: Actor, camera_id: str, start: datetime, end: datetime, *,
+                   deployment_id: str, reason: str, audit: AuditLog, run_id: str | None = None) -> FootageReplay:
+    """Publish ``camera_id``'s recorded frames in [start, end) under a replay run id bound to ``deployment_id``
+    (role ``reviewer`` or ``authoriser``; audited as ``search``); returns when they are all sent."""
     from ingest.service import IngestService
 
+    require(actor, "reviewer", "authoriser")
     start, end = as_utc(start), as_utc(end)
     if not start < end:
         raise ValueError(f"the replay window must start before it ends (got {start.isoformat()} to {end.isoformat()})")
+    if not reason.strip():
+        raise ValueError("a replay needs a reason")
     replay = FootageReplay(run_id or new_run_id(), camera_id, start, end, datetime.now(timezone.utc))
+    with Deployments(settings, audit=audit) as deployments:
+        deployment = deployments.get(deployment_id)
+        if deployment.kind != "retrospective" or deployment.ended_at is not None or not deployment.persons:
+            raise DeploymentError(f"deployment {deployment_id} is not an active retrospective deployment naming the persons searched for")
+        if camera_id not in deployment.cameras or not (deployment.starts_at <= start and end <= deployment.ends_at):
+            raise DeploymentError(f"deployment {deployment_id} does not cover camera {camera_id} from {start.isoformat()} "
+                                  f"to {end.isoformat()} (it covers {', '.join(deployment.cameras)} from "
+                                  f"{deployment.starts_at.isoformat()} to {deployment.ends_at.isoformat()})")
+        audit.append(actor, "search", camera_id, reason, {
+            "run_id": replay.run_id, "from": start.isoformat(), "to": end.isoformat(), "persons": deployment.persons,
+            "case": deployment.case}, deployment_id=deployment_id)
+        deployments.bind_run(deployment_id, replay.run_id)
     # Sampled as the live camera is (its configured target fps and mode, when this process knows the camera).
     live = next((c for c in settings.ingest.cameras if c.id == camera_id), None)
     sampling = {"target_fps": live.target_fps, "mode": live.mode} if live is not None else {}
@@ -86,9 +115,18 @@ def run_alerts(settings: VigilSettings, run_id: str | None, *, since: datetime |
                 yield event
 
 
-def replay_topic(settings: VigilSettings, topic: str, since: datetime, *, until: datetime | None = None,
-                 idle_timeout_s: float = 5.0) -> Iterator[ReadEvent]:
-    """Records of ``topic`` with a timestamp in [since, until], until none came for ``idle_timeout_s``.
+def follow_alerts(settings: VigilSettings, actor: Actor, reason: str, *, since: datetime | None, audit: AuditLog,
+                  idle_timeout_s: float | None = None) -> Iterator[ReadEvent]:
+    """The alerts topic from ``since`` (None: the earliest retained), as a downstream system reads it; audited (``view``)."""
+    audit.append(actor, "view", ALERTS.name, reason, {"what": "alerts", "since": since.isoformat() if since else None})
+    with EventReader(settings.kafka, ALERTS, since=since) as reader:
+        yield from reader.follow(idle_timeout_s=idle_timeout_s)
+
+
+def replay_topic(settings: VigilSettings, actor: Actor, topic: str, since: datetime, *, reason: str, audit: AuditLog,
+                 until: datetime | None = None, idle_timeout_s: float = 5.0) -> Iterator[ReadEvent]:
+    """Records of ``topic`` with a timestamp in [since, until], until none came for ``idle_timeout_s``; a read of
+    people's data (any topic but the audit and deployment records) is audited (``view``) first.
 
     Malformed payloads come through too (``event`` None, ``error`` set), as a
     downstream re-consumer needs to know about them.
@@ -96,6 +134,11 @@ def replay_topic(settings: VigilSettings, topic: str, since: datetime, *, until:
     spec = BY_NAME.get(topic)
     if spec is None:
         raise ValueError(f"unknown topic {topic!r}; the registry has {sorted(BY_NAME)}")
+    if topic not in UNAUDITED_TOPICS:
+        if not reason.strip():
+            raise ValueError(f"reading {topic} needs a reason (it holds people's data)")
+        audit.append(actor, "view", topic, reason, {"what": "topic", "since": as_utc(since).isoformat(),
+                                                    "until": as_utc(until).isoformat() if until else None})
     since = as_utc(since)
     since_ms = int(since.timestamp() * 1000)
     until_ms = int(as_utc(until).timestamp() * 1000) if until is not None else None

@@ -4,6 +4,11 @@ The runner is an operator, not a stage: it starts the stage processes
 (``vigil stage NAME``), watches their Prometheus endpoints to show progress
 and to know when the pipeline has drained, follows the alerts topic as a
 downstream consumer would, and writes the report.
+
+A run is an authorised use like any other: ``run_deployment`` starts a
+deployment bound to the run (its cameras, the reason it was given, its
+watchlist), which the stages require before they process a frame, and ends
+it when the run ends, expiring the entries enrolled for the run.
 """
 
 from __future__ import annotations
@@ -17,16 +22,24 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from accountability.actors import Actor
+from accountability.audit import AuditLog
+from accountability.deployments import DeploymentRequest, Deployments, run_window
+from accountability.watchlist import expire_entries
 from runtime import metrics
 from runtime.kafka import EventReader, ensure_topics
 from runtime.metrics import Scrape
 from runtime.settings import VigilSettings
-from schemas.events import AlertEvent
-from schemas.stages import ALL_STAGES, INGEST, STREAM_STAGES, StageSpec, producer_of
+from schemas.events import AlertEvent, DeploymentEvent, utc_now
+from schemas.stages import ALL_STAGES, INGEST, PIPELINE_STREAM_STAGES, STREAM_STAGES, StageSpec, producer_of
 from schemas.topics import ALERTS
+from storage.objects import ObjectStore
+from storage.vectors import Watchlist
 
 MODEL_STAGES = tuple(s.name for s in ALL_STAGES if s.uses_models)  # they share this host's cores
 THREADS_ENV = "VIGIL_MODELS__TORCH_THREADS"
@@ -99,8 +112,8 @@ def produced(scrapes: dict[str, Scrape], stage: StageSpec, published: float) -> 
 
 
 def drained(scrapes: dict[str, Scrape], published: float) -> bool:
-    """Every stream stage has finished with every event its upstream produced."""
-    return all(handled(scrapes, s) >= produced(scrapes, s, published) for s in STREAM_STAGES)
+    """Every stream stage of the pipeline has finished with every event its upstream produced."""
+    return all(handled(scrapes, s) >= produced(scrapes, s, published) for s in PIPELINE_STREAM_STAGES)
 
 
 @dataclass
@@ -127,6 +140,9 @@ class PipelineRun:
         self.run_id = f"run-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self.out = out
         self.stages: dict[str, StageProcess] = {}
+        from ingest.service import camera_from_source
+
+        self.cameras = [camera_from_source(s) for s in sources]
 
     def _spawn(self, name: str, extra_env: dict[str, str] | None = None) -> StageProcess:
         port = free_port()
@@ -147,11 +163,9 @@ class PipelineRun:
         print(text, file=self.out, flush=True)
 
     def execute(self, *, ready_timeout_s: float = 300, drain_timeout_s: float = 3600) -> RunSummary:
-        from ingest.service import camera_from_source
-
         started = time.monotonic()
         ensure_topics(self.settings.kafka)
-        cameras = [camera_from_source(s) for s in self.sources]
+        cameras = self.cameras
         summary = RunSummary(self.run_id, self.sources)
         try:
             for stage in STREAM_STAGES:
@@ -202,7 +216,7 @@ class PipelineRun:
         seen: set[str] = set()
         while time.monotonic() < deadline:
             self._collect_alerts(alerts, summary, seen, timeout_s=0.5)
-            scraped = {s.name: self.stages[s.name].scrape() for s in STREAM_STAGES}
+            scraped = {s.name: self.stages[s.name].scrape() for s in PIPELINE_STREAM_STAGES}
             for stage in self.stages.values():
                 stage.sample()
             ingest_done = ingest.process.poll() is not None
@@ -244,19 +258,19 @@ class PipelineRun:
     @staticmethod
     def _progress(published: float, scraped: dict[str, Scrape]) -> str:
         parts = [f"{int(published)} frames published"]
-        for stage in STREAM_STAGES:
+        for stage in PIPELINE_STREAM_STAGES:
             parts.append(f"{stage.name} {int(handled(scraped, stage))}/{int(produced(scraped, stage, published))}")
         return "  " + " | ".join(parts)
 
     def _totals(self, final: dict[str, Scrape]) -> tuple[dict[str, float], dict[str, float]]:
-        scrapes = {s.name: final.get(s.name) or Scrape() for s in STREAM_STAGES}
+        scrapes = {s.name: final.get(s.name) or Scrape() for s in PIPELINE_STREAM_STAGES}
         counts = {"frames": getattr(self, "published", 0.0)}
-        for stage in STREAM_STAGES:
+        for stage in PIPELINE_STREAM_STAGES:
             for topic in stage.outputs:
                 counts[topic.label] = scrapes[stage.name].get(metrics.EVENTS_OUT, topic=topic.name)
-        counts["dead_letters"] = sum(scrapes[s.name].get(metrics.DEAD_LETTERS) for s in STREAM_STAGES)
+        counts["dead_letters"] = sum(scrapes[s.name].get(metrics.DEAD_LETTERS) for s in PIPELINE_STREAM_STAGES)
         fps = {}
-        for stage in STREAM_STAGES:
+        for stage in PIPELINE_STREAM_STAGES:
             busy = scrapes[stage.name].get(metrics.PROCESS_SECONDS, "sum")
             fps[stage.name] = handled(scrapes, stage) / busy if busy else 0.0
         return counts, fps
@@ -270,3 +284,43 @@ class PipelineRun:
                 stage.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 stage.process.kill()
+
+
+@dataclass
+class RunUse:
+    """The deployment of one run, and the watchlist entries enrolled for it (they expire when it ends)."""
+
+    deployment: DeploymentEvent
+    entry_ids: list[int] = field(default_factory=list)
+
+
+@contextmanager
+def run_deployment(settings: VigilSettings, actor: Actor, run: PipelineRun, *, case: str, reason: str,
+                   persons: list[str] | None, audit: AuditLog) -> Iterator[RunUse]:
+    """A deployment bound to ``run`` for the block: its cameras, ``reason`` as its purpose, ``persons`` as its
+    watchlist (None: every entry in force). When the block ends, the deployment ends and the entries the block
+    put in ``entry_ids`` expire (audited)."""
+    with Deployments(settings, audit=audit) as deployments:
+        now = utc_now()
+        deployment = deployments.start(actor, DeploymentRequest(
+            case=case, purpose=reason, cameras=[c.id for c in run.cameras], starts_at=now, ends_at=now + run_window(settings),
+            persons=persons, run_ids=(run.run_id,)))
+        use = RunUse(deployment)
+        try:
+            yield use
+        finally:
+            deployments.end(actor, deployment.deployment_id, f"run {run.run_id} ended")
+            if use.entry_ids:
+                with Watchlist(settings.milvus) as watchlist:
+                    ids = set(use.entry_ids)
+                    entries = [e for e in watchlist.entries() if e.id in ids]
+                    expire_entries(settings, actor, entries, f"enrolled for run {run.run_id}, whose deployment ended",
+                                   audit=audit, watchlist=watchlist, store=ObjectStore(settings.s3))
+
+
+def describe_deployment(deployment: DeploymentEvent) -> str:
+    persons = ", ".join(deployment.persons) if deployment.persons is not None else "every watchlist entry in force"
+    return (f"deployment {deployment.deployment_id} ({deployment.kind}) case {deployment.case!r}, authorised by "
+            f"{deployment.authorised_by} for {deployment.purpose!r}: cameras {', '.join(deployment.cameras)}, "
+            f"{deployment.starts_at:%Y-%m-%d %H:%M:%S} to {deployment.ends_at:%Y-%m-%d %H:%M:%S} UTC, watchlist: {persons}")
+

@@ -1,0 +1,48 @@
+"""Who acts: an authenticated actor with roles, and the one check every action makes."""
+
+from __future__ import annotations
+
+import getpass
+import socket
+from dataclasses import dataclass
+
+ROLES = frozenset({"admin", "authoriser", "enroller", "reviewer", "auditor"})
+
+
+class NotAuthorised(PermissionError):
+    """The actor lacks every role the action needs."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """An authenticated person or service. ``name`` goes into every audit event it causes.
+
+    ``via`` says how it was authenticated: ``cli`` (the operating system's login, with the
+    services' credentials), ``console`` (a console session), ``service`` (a stage's own
+    credentials, for retention).
+    """
+
+    name: str
+    via: str
+    roles: frozenset[str] = frozenset()
+
+    def __post_init__(self):
+        if not self.name.strip():
+            raise ValueError("an actor needs a name")
+
+
+def cli_actor() -> Actor:
+    """The person at this terminal, as the operating system knows them: ``user@host``. The CLI runs with the
+    services' credentials, so its operator holds every role (docs/accountability.md)."""
+    return Actor(f"{getpass.getuser()}@{socket.gethostname()}", "cli", ROLES)
+
+
+def service_actor(stage: str) -> Actor:
+    """A stage acting by itself (retention, expiry): no role a person holds."""
+    return Actor(f"service:{stage}", "service", frozenset({"service"}))
+
+
+def require(actor: Actor, *roles: str) -> None:
+    """Raise ``NotAuthorised`` unless ``actor`` holds one of ``roles``."""
+    if not set(roles) & actor.roles:
+        raise NotAuthorised(f"{actor.name} ({actor.via}) needs the role {' or '.join(roles)} for this")
