@@ -1,12 +1,19 @@
-"""Generate the manifests that restate the registries: Strimzi ``KafkaTopic``s and KEDA ``ScaledObject``s.
+"""Generate the manifests that restate the registries: topics, autoscaling, principals and their rights, alert rules, dashboard.
 
-Topic names, partitions, retention (``schemas/topics.py``) and each stage's
-consumer group, input topic and lag target (``schemas/stages.py``) live in the
-registries only; this script writes them into the files Kubernetes reads, so
-the Topic Operator declares the topics the stages would create at start-up and
-KEDA watches the groups the stages really join. Run it after any change to a
-registry and commit the result (``tests/k8s/test_manifests.py`` fails while a
-file is stale)::
+Topic names, partitions, retention (``schemas/topics.py``) and each stage's consumer
+group, input, outputs and lag target (``schemas/stages.py``) live in the registries
+only; this script writes them into the files Kubernetes (and the stores) read:
+
+* Strimzi ``KafkaTopic``s, so the Topic Operator declares the topics the stages use;
+* KEDA ``ScaledObject``s on the groups the stages really join;
+* one Strimzi ``KafkaUser`` per principal (each stage, the console, the operator Jobs,
+  KEDA) with ACLs from the topology: read its input, write its outputs and dead
+  letters, join its group, nothing else (no Create: the KafkaTopics declare topics);
+* one credentials Secret template per principal, and its S3 policy;
+* the PrometheusRule and the Grafana dashboard, naming the metrics by their objects.
+
+Run it after any change to a registry and commit the result (``tests/k8s`` fails while
+a file is stale)::
 
     python k8s/generate.py            # rewrite the committed files
     python k8s/generate.py --check    # exit 1 if a committed file is stale
@@ -16,7 +23,9 @@ file is stale)::
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -25,15 +34,34 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere: import the registry from the repo
     sys.path.insert(0, str(ROOT))
 
-from schemas.stages import STREAM_STAGES, StageSpec  # noqa: E402
-from schemas.topics import ALL_TOPICS, TopicSpec  # noqa: E402
+from ingest.camera import CAMERA_DROPPED, CAMERA_FPS, CAMERA_UP  # noqa: E402
+from runtime import metrics  # noqa: E402
+from runtime.settings import AuditSettings, S3Settings  # noqa: E402
+from schemas.stages import ALL_STAGES, STREAM_STAGES, StageSpec  # noqa: E402
+from schemas.topics import (  # noqa: E402
+    ALERTS,
+    ALL_TOPICS,
+    AUDIT,
+    AUDIT_REQUESTS,
+    CONFIRMED,
+    DEPLOYMENTS,
+    FRAMES,
+    REVIEWS,
+    TopicSpec,
+)
 
 K8S = Path(__file__).resolve().parent
-TOPICS_FILE = K8S / "overlays" / "production" / "strimzi" / "kafkatopics.yaml"
+PRODUCTION = K8S / "overlays" / "production"
+TOPICS_FILE = PRODUCTION / "strimzi" / "kafkatopics.yaml"
+USERS_FILE = PRODUCTION / "strimzi" / "kafkausers.yaml"
+S3_POLICIES_FILE = PRODUCTION / "s3-policies.json"
 KEDA_FILE = K8S / "base" / "keda.yaml"
+CREDENTIALS_FILE = K8S / "base" / "credentials.yaml"
+RULES_FILE = K8S / "base" / "monitoring" / "prometheusrule.yaml"
+DASHBOARD_FILE = K8S / "base" / "monitoring" / "dashboard.json"
 
-# The Strimzi Kafka cluster (the Kafka resource's name) that owns the topics.
-# The Topic Operator only picks up KafkaTopics labelled with its cluster's name.
+# The Strimzi Kafka cluster (the Kafka resource's name) that owns the topics and users.
+# The Topic and User Operators only pick up resources labelled with their cluster's name.
 CLUSTER = "vigil-kafka"
 # Production durability: three replicas, a write needs two of them.
 REPLICAS = 3
@@ -53,32 +81,30 @@ def resource_name(topic: TopicSpec) -> str:
     return topic.name.replace(".", "-").replace("_", "-").lower()
 
 
+def _documents(resources: list[dict]) -> str:
+    return "".join("---\n" + yaml.safe_dump(r, sort_keys=False, default_flow_style=False, width=120) for r in resources)
+
+
+# --------------------------------------------------------------------------- topics and autoscaling
+
 def kafka_topic(topic: TopicSpec, *, cluster: str = CLUSTER, replicas: int = REPLICAS,
                 min_insync: int = MIN_INSYNC_REPLICAS) -> dict:
-    config = dict(topic.configs)  # retention.ms and cleanup.policy, already strings
+    config = dict(topic.configs)  # retention.ms, cleanup.policy (and segment.ms where set), already strings
     config["min.insync.replicas"] = str(min(min_insync, replicas))
     return {
         "apiVersion": "kafka.strimzi.io/v1",
         "kind": "KafkaTopic",
         "metadata": {
             "name": resource_name(topic),
-            "labels": {
-                "strimzi.io/cluster": cluster,
-                "app.kubernetes.io/part-of": "vigil",
-            },
+            "labels": {"strimzi.io/cluster": cluster, "app.kubernetes.io/part-of": "vigil"},
             "annotations": {"vigil.io/description": topic.description},
         },
-        "spec": {
-            "topicName": topic.name,
-            "partitions": topic.partitions,
-            "replicas": replicas,
-            "config": dict(sorted(config.items())),
-        },
+        "spec": {"topicName": topic.name, "partitions": topic.partitions, "replicas": replicas, "config": dict(sorted(config.items()))},
     }
 
 
 def scaled_object(stage: StageSpec) -> dict:
-    """KEDA scales a stream stage on its consumer group's lag, up to one replica per partition of its input."""
+    """KEDA scales a stream stage on its consumer group's lag, up to one replica per partition that has lag."""
     name = f"vigil-{stage.name}"
     return {
         "apiVersion": "keda.sh/v1alpha1",
@@ -106,6 +132,8 @@ def scaled_object(stage: StageSpec) -> dict:
                     "activationLagThreshold": "0",
                     "offsetResetPolicy": "earliest",  # the stages' auto.offset.reset
                     "allowIdleConsumers": "false",
+                    # Two partitions with lag never get eight pods (KEDA 2.13+).
+                    "limitToPartitionsWithLag": "true",
                     "scaleToZeroOnInvalidOffset": "false",
                     "excludePersistentLag": "false",
                 },
@@ -114,8 +142,8 @@ def scaled_object(stage: StageSpec) -> dict:
     }
 
 
-def _documents(resources: list[dict]) -> str:
-    return "".join("---\n" + yaml.safe_dump(r, sort_keys=False, default_flow_style=False, width=120) for r in resources)
+def scaled_stages() -> list[StageSpec]:
+    return [s for s in STREAM_STAGES if s.lag_per_replica is not None]
 
 
 def render_topics(*, cluster: str = CLUSTER, replicas: int = REPLICAS) -> str:
@@ -124,13 +152,250 @@ def render_topics(*, cluster: str = CLUSTER, replicas: int = REPLICAS) -> str:
 
 def render_keda() -> str:
     return (header("schemas/stages.py")
-            + "# KEDA (2.12+) scales each stream stage on its consumer group's lag; ingest reads cameras and does not autoscale.\n"
-            + _documents([scaled_object(s) for s in STREAM_STAGES if s.lag_per_replica is not None]))
+            + "# KEDA (2.13+: limitToPartitionsWithLag) scales each stream stage with a lag target on its consumer group's lag.\n"
+            + _documents([scaled_object(s) for s in scaled_stages()]))
+
+
+# --------------------------------------------------------------------------- principals
+
+@dataclass(frozen=True)
+class Principal:
+    """One identity: a Kafka user (its KafkaUser), a credentials Secret, an S3 user, a Milvus user where it needs one."""
+
+    name: str
+    description: str
+    reads: tuple[TopicSpec, ...] = ()
+    writes: tuple[TopicSpec, ...] = ()
+    group: str | None = None  # the consumer group it joins
+    lag_of: tuple[StageSpec, ...] = ()  # stages whose group lag it reads (KEDA)
+
+    @property
+    def secret(self) -> str:
+        return f"{self.name}-credentials"
+
+
+# What a stage reads and writes beside its topology entry: the deployments table every stage that decides on
+# frames consults, and the audit requests of ingest's retention deletes. Kept next to the topology's own.
+SIDE_READS: dict[str, tuple[TopicSpec, ...]] = {"ingest": (DEPLOYMENTS,), "detect": (DEPLOYMENTS,), "match": (DEPLOYMENTS,)}
+SIDE_WRITES: dict[str, tuple[TopicSpec, ...]] = {"ingest": (AUDIT_REQUESTS,)}
+
+
+def stage_principal(stage: StageSpec) -> Principal:
+    return Principal(
+        f"vigil-{stage.name}", f"the {stage.name} stage: {stage.description}",
+        reads=((stage.source,) if stage.source else ()) + SIDE_READS.get(stage.name, ()),
+        writes=stage.writes + SIDE_WRITES.get(stage.name, ()),
+        group=stage.consumer_group,
+    )
+
+
+# Identities that are not stages: people's tools and the autoscaler. Every actor appends audit requests;
+# only the audit sequencer (a stage whose output is the audit topic) writes the sealed log.
+OPERATORS: tuple[Principal, ...] = (
+    Principal("vigil-console", "the review console: reads alerts, writes review decisions and confirmed alerts",
+              reads=(ALERTS, REVIEWS, CONFIRMED), writes=(REVIEWS, CONFIRMED, AUDIT_REQUESTS)),
+    Principal("vigil-enrol", "the enrol and remove Jobs: the watchlist's writer", writes=(AUDIT_REQUESTS,)),
+    Principal("vigil-replay", "the replay Job: recorded footage back through the pipeline under a run of its own",
+              reads=(ALERTS, DEPLOYMENTS), writes=(FRAMES, DEPLOYMENTS, AUDIT_REQUESTS)),
+    Principal("vigil-audit-verify", "the audit verification Job: reads the sealed log and the requests", reads=(AUDIT, AUDIT_REQUESTS)),
+    Principal("vigil-keda", "KEDA's Kafka scaler: reads the scaled groups' lag", lag_of=tuple(scaled_stages())),
+)
+
+
+def principals() -> tuple[Principal, ...]:
+    return tuple(stage_principal(s) for s in ALL_STAGES) + OPERATORS
+
+
+def acls(principal: Principal) -> list[dict]:
+    """Literal resources only (no prefixes); Read and Write imply Describe."""
+    def rule(kind: str, name: str, *operations: str) -> dict:
+        return {"resource": {"type": kind, "name": name, "patternType": "literal"}, "operations": list(operations)}
+
+    rules = [rule("topic", t.name, "Read") for t in dict.fromkeys(principal.reads)]
+    rules += [rule("topic", t.name, "Write") for t in dict.fromkeys(principal.writes)]
+    if principal.group:
+        rules.append(rule("group", principal.group, "Read"))
+    for stage in principal.lag_of:
+        rules += [rule("topic", stage.source.name, "Describe"), rule("group", stage.consumer_group, "Describe")]
+    return rules
+
+
+def kafka_user(principal: Principal, *, cluster: str = CLUSTER) -> dict:
+    return {
+        "apiVersion": "kafka.strimzi.io/v1",
+        "kind": "KafkaUser",
+        "metadata": {
+            "name": principal.name,
+            "labels": {"strimzi.io/cluster": cluster, "app.kubernetes.io/part-of": "vigil"},
+            "annotations": {"vigil.io/description": principal.description},
+        },
+        "spec": {
+            "authentication": {"type": "scram-sha-512"},
+            "authorization": {"type": "simple", "acls": acls(principal)},
+        },
+    }
+
+
+def render_users() -> str:
+    return (header("schemas/stages.py and schemas/topics.py")
+            + "# One SCRAM-SHA-512 user per principal; the User Operator writes each password to the Secret of the user's name\n"
+            + "# in this namespace (docs/deploy.md copies it into the principal's credentials Secret). Needs `authorization: simple`.\n"
+            + _documents([kafka_user(p) for p in principals()]))
+
+
+def credentials(principal: Principal) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": principal.secret, "labels": {"vigil.io/credentials-template": "true", "vigil.io/principal": principal.name}},
+        "type": "Opaque",
+        "stringData": {
+            # Ignored while VIGIL_KAFKA__SECURITY_PROTOCOL is PLAINTEXT or SSL.
+            "VIGIL_KAFKA__SASL_USERNAME": principal.name,
+            "VIGIL_KAFKA__SASL_PASSWORD": "change-me-kafka-password",
+            # The local stack has one S3 identity: every template carries it; production gives each principal its own.
+            "VIGIL_S3__ACCESS_KEY": "vigil",
+            "VIGIL_S3__SECRET_KEY": "change-me-s3-secret",
+        },
+    }
+
+
+def render_credentials() -> str:
+    return (header("the principals in k8s/generate.py")
+            + "# TEMPLATES ONLY: placeholders, not credentials. One Secret per principal, loaded with envFrom by its pods.\n"
+            + "# Production does not render them: create the real ones out of band (docs/deploy.md).\n"
+            + _documents([credentials(p) for p in principals()]))
+
+
+# What each principal may do in S3: (bucket, key prefix, actions). Every principal whose code builds an ObjectStore
+# also gets s3:ListBucket on the Vigil buckets, because ObjectStore.ensure_buckets checks each one exists at start-up
+# (HeadBucket); none may create or delete buckets, or change their policies.
+BUCKETS, ANCHORS = S3Settings(), AuditSettings().anchor_bucket
+S3_ACCESS: dict[str, tuple[tuple[str, str, tuple[str, ...]], ...]] = {
+    "vigil-ingest": ((BUCKETS.footage_bucket, "segments/", ("GetObject", "PutObject", "DeleteObject")),
+                     (BUCKETS.frames_bucket, "", ("PutObject",))),
+    "vigil-detect": ((BUCKETS.frames_bucket, "", ("GetObject",)),
+                     (BUCKETS.evidence_bucket, "transient/", ("PutObject",))),
+    "vigil-match": ((BUCKETS.evidence_bucket, "transient/", ("GetObject", "DeleteObject")),
+                    (BUCKETS.evidence_bucket, "alerts/", ("PutObject",))),
+    "vigil-audit": ((ANCHORS, "", ("PutObject", "PutObjectRetention")),),
+    "vigil-console": ((BUCKETS.evidence_bucket, "alerts/", ("GetObject",)),
+                      (BUCKETS.watchlist_bucket, "", ("GetObject",))),
+    "vigil-enrol": ((BUCKETS.watchlist_bucket, "", ("GetObject", "PutObject", "DeleteObject")),),
+    "vigil-replay": ((BUCKETS.footage_bucket, "segments/", ("GetObject",)),
+                     (BUCKETS.frames_bucket, "", ("PutObject",))),
+    "vigil-audit-verify": ((ANCHORS, "", ("GetObject",)),),
+}
+
+
+def s3_policy(grants: tuple[tuple[str, str, tuple[str, ...]], ...]) -> dict:
+    names = sorted({getattr(BUCKETS, field) for field in S3Settings.model_fields if field.endswith("_bucket")} | {ANCHORS})
+    statements = [{"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+                   "Resource": [f"arn:aws:s3:::{name}" for name in names]}]
+    statements += [{"Effect": "Allow", "Action": [f"s3:{a}" for a in actions], "Resource": [f"arn:aws:s3:::{bucket}/{prefix}*"]}
+                   for bucket, prefix, actions in grants]
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def render_s3_policies() -> str:
+    return json.dumps({name: s3_policy(grants) for name, grants in S3_ACCESS.items()}, indent=2) + "\n"
+
+
+# --------------------------------------------------------------------------- alert rules and dashboard
+
+def name_of(metric) -> str:
+    return metric.describe()[0].name
+
+
+EVENTS_IN, EVENTS_OUT = f"{name_of(metrics.EVENTS_IN)}_total", f"{name_of(metrics.EVENTS_OUT)}_total"
+DEAD_LETTERS = f"{name_of(metrics.DEAD_LETTERS)}_total"
+AGE_BUCKET, PROCESS_BUCKET = f"{name_of(metrics.LAG_SECONDS)}_bucket", f"{name_of(metrics.PROCESS_SECONDS)}_bucket"
+READY = name_of(metrics.READY)
+CAMERAS_UP, CAMERAS_FPS, FRAMES_DROPPED = name_of(CAMERA_UP), name_of(CAMERA_FPS), f"{name_of(CAMERA_DROPPED)}_total"
+
+
+def backlog(window: str) -> str:
+    """Per topic, events produced minus events its consumer finished with, per second: above 0 the backlog grows."""
+    return (f"sum by (topic) (rate({EVENTS_OUT}[{window}])) - on (topic) sum by (topic) (rate({EVENTS_IN}[{window}]))")
+
+
+def age_p99(window: str) -> str:
+    return f"histogram_quantile(0.99, sum by (stage, le) (rate({AGE_BUCKET}[{window}])))"
+
+
+def rule(name: str, expr: str, for_: str, severity: str, summary: str) -> dict:
+    return {"alert": name, "expr": expr, "for": for_, "labels": {"severity": severity},
+            "annotations": {"summary": summary, "runbook_url": "https://github.com/vigil-project/vigil/blob/main/docs/deploy.md#alerts"}}
+
+
+def prometheus_rule() -> dict:
+    rules = [
+        rule("VigilLagGrowing", f"{backlog('10m')} > 0.5", "15m", "warning",
+             "{{ $labels.topic }}: its consumer has fallen behind its producer for 15 minutes (backlog growing)."),
+        rule("VigilDeadLetters", f"sum by (stage, reason) (increase({DEAD_LETTERS}[10m])) > 0", "0m", "warning",
+             "{{ $labels.stage }} dead-lettered events ({{ $labels.reason }}): see vigil.deadletter.v1."),
+        rule("VigilCameraDown", f"{CAMERAS_UP} == 0", "5m", "critical", "Camera {{ $labels.camera }} has not streamed for 5 minutes."),
+        rule("VigilEventAgeHigh", f"{age_p99('5m')} > 1", "10m", "warning",
+             "{{ $labels.stage }}: p99 event age (capture to done) above 1 s for 10 minutes."),
+        rule("VigilStageNotReady", f"{READY} == 0", "5m", "critical",
+             "A {{ $labels.stage }} pod ({{ $labels.pod }}) has not been ready for 5 minutes."),
+    ]
+    # A stage with no pod scraped at all has no vigil_ready series to be 0: absent() catches it, per stage.
+    rules += [rule(f"VigilStageAbsent{stage.name.capitalize()}", f'absent({READY}{{stage="{stage.name}"}})', "10m", "critical",
+                   f"No {stage.name} pod has reported for 10 minutes.") for stage in ALL_STAGES]
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "vigil", "labels": {"app.kubernetes.io/name": "vigil-rules"}},
+        "spec": {"groups": [{"name": "vigil", "rules": rules}]},
+    }
+
+
+def render_rules() -> str:
+    return header("runtime/metrics.py and schemas/stages.py") + _documents([prometheus_rule()])
+
+
+def panel(panel_id: int, title: str, exprs: dict[str, str], unit: str, x: int, y: int) -> dict:
+    return {
+        "id": panel_id, "type": "timeseries", "title": title,
+        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        "gridPos": {"h": 8, "w": 12, "x": x, "y": y},
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "targets": [{"refId": chr(ord("A") + i), "expr": expr, "legendFormat": legend}
+                    for i, (legend, expr) in enumerate(exprs.items())],
+    }
+
+
+def dashboard() -> dict:
+    specs = [
+        ("Events in per second", {"{{stage}} {{topic}}": f"sum by (stage, topic) (rate({EVENTS_IN}[5m]))"}, "ops"),
+        ("Events out per second", {"{{stage}} {{topic}}": f"sum by (stage, topic) (rate({EVENTS_OUT}[5m]))"}, "ops"),
+        ("Backlog growth (produced - consumed)", {"{{topic}}": backlog("5m")}, "ops"),
+        ("Event age (capture to done)", {"p99 {{stage}}": age_p99("5m"),
+                                         "p50 {{stage}}": age_p99("5m").replace("0.99", "0.5")}, "s"),
+        ("Batch processing time p99", {"{{stage}}": f"histogram_quantile(0.99, sum by (stage, le) (rate({PROCESS_BUCKET}[5m])))"}, "s"),
+        ("Dead letters", {"{{stage}} {{reason}}": f"sum by (stage, reason) (increase({DEAD_LETTERS}[5m]))"}, "short"),
+        ("Pods ready", {"{{stage}}": f"sum by (stage) ({READY})"}, "short"),
+        ("Cameras streaming", {"{{camera}}": CAMERAS_UP, "fps {{camera}}": CAMERAS_FPS}, "short"),
+        ("Frames dropped per second", {"{{camera}} {{reason}}": f"sum by (camera, reason) (rate({FRAMES_DROPPED}[5m]))"}, "ops"),
+    ]
+    return {
+        "uid": "vigil-pipeline", "title": "Vigil pipeline", "schemaVersion": 39, "version": 1, "editable": False,
+        "time": {"from": "now-6h", "to": "now"}, "refresh": "30s", "tags": ["vigil"],
+        "templating": {"list": [{"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Prometheus"}]},
+        "panels": [panel(i + 1, title, exprs, unit, 12 * (i % 2), 8 * (i // 2)) for i, (title, exprs, unit) in enumerate(specs)],
+    }
+
+
+def render_dashboard() -> str:
+    return json.dumps(dashboard(), indent=2) + "\n"
 
 
 def rendered() -> dict[Path, str]:
     """Each generated file and the text it must hold."""
-    return {TOPICS_FILE: render_topics(), KEDA_FILE: render_keda()}
+    return {TOPICS_FILE: render_topics(), USERS_FILE: render_users(), S3_POLICIES_FILE: render_s3_policies(),
+            KEDA_FILE: render_keda(), CREDENTIALS_FILE: render_credentials(), RULES_FILE: render_rules(),
+            DASHBOARD_FILE: render_dashboard()}
 
 
 def main(argv: list[str] | None = None) -> int:

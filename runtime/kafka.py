@@ -30,7 +30,7 @@ with warnings.catch_warnings():  # kafka-python 3 warns on import
     warnings.simplefilter("ignore", DeprecationWarning)
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.admin import NewTopic
-    from kafka.errors import KafkaError, TopicAlreadyExistsError
+    from kafka.errors import KafkaError, TopicAlreadyExistsError, TopicAuthorizationFailedError
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +133,23 @@ def ensure_topics(settings: KafkaSettings, specs: Iterable[TopicSpec] = ALL_TOPI
                 created.append(topic.name)
             except TopicAlreadyExistsError:
                 pass
+            except TopicAuthorizationFailedError:
+                # A least-privilege principal may neither create a topic nor see the ones it does not use.
+                log.warning("not authorised to create or see topic %s: it must be declared (a Strimzi KafkaTopic)", topic.name)
         if created:
             log.info("created topics %s", created)
         return created
     finally:
         admin.close()
+
+
+def headers(event: Envelope) -> list[tuple[str, bytes]]:
+    """The Kafka headers of an event: its contract, and its run for events of a replay or a `vigil run` (consumers of live
+    events skip those); docs/consumers.md documents them."""
+    out = [("vigil-event-type", event.event_type.encode()), ("vigil-schema-version", str(event.schema_version).encode())]
+    if event.run_id is not None:
+        out.append(("vigil-run-id", event.run_id.encode()))
+    return out
 
 
 class EventProducer:
@@ -162,7 +174,7 @@ class EventProducer:
         if not isinstance(event, spec.event):
             raise TypeError(f"{spec.name} carries {spec.event.__name__}, not {type(event).__name__}")
         key = getattr(event, spec.key).encode()
-        return self._producer.send(spec.name, key=key, value=spec.encode(event))
+        return self._producer.send(spec.name, key=key, value=spec.encode(event), headers=headers(event))
 
     def flush(self, timeout_s: float | None = None) -> None:
         self._producer.flush(timeout=timeout_s)

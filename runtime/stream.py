@@ -39,7 +39,7 @@ from pydantic import ValidationError
 
 from runtime import metrics
 from runtime.health import Health, serve_health
-from runtime.kafka import connection, describe_error, ensure_topics, faust_credentials
+from runtime.kafka import connection, describe_error, ensure_topics, faust_credentials, headers
 from runtime.logs import configure_logging
 from runtime.settings import VigilSettings, vigil_home
 from schemas.events import DeadLetterEvent, Envelope, utc_now
@@ -273,7 +273,7 @@ class StreamStage:
         pending = []
         for spec, event in outputs:
             key = getattr(event, spec.key).encode()
-            pending.append(await self._topics[spec.name].send(key=key, value=spec.encode(event)))
+            pending.append(await self._topics[spec.name].send(key=key, value=spec.encode(event), headers=headers(event)))
             metrics.EVENTS_OUT.labels(self.name, spec.name).inc()
         for fut in pending:  # delivered before the input offsets are acknowledged
             await fut

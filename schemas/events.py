@@ -50,7 +50,9 @@ def new_id() -> str:
 class Envelope(BaseModel):
     """Fields every event carries."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unknown fields are ignored, not refused: an optional field added within a version (by a newer producer, a stage
+    # one release ahead in a rolling upgrade) must not dead-letter the event at an older reader (docs/consumers.md).
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     event_type: str = Field(description="Which contract this payload follows.")
     event_id: str = Field(default_factory=new_id, description="Unique id of this event (hex UUID or a deterministic id).")
@@ -68,7 +70,7 @@ class Envelope(BaseModel):
 
 
 class Box(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)  # as Envelope: unknown fields are a newer writer's
 
     x1: float
     y1: float

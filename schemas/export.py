@@ -20,6 +20,8 @@ def export_json_schemas(directory: Path) -> list[Path]:
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"urn:vigil:event:{event_type}:v{version}"
         schema["x-vigil-topic"] = topics_by_event.get(event)
+        # Said outright for every consumer: optional fields may be added within a version, so ignore what you do not know.
+        schema["additionalProperties"] = True
         path = directory / f"{event_type}.v{version}.schema.json"
         path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
         written.append(path)

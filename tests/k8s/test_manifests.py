@@ -16,7 +16,6 @@ Rendering and reading the objects: ``tests/k8s/manifests.py``.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -32,6 +31,7 @@ from tests.k8s.manifests import (
     KUSTOMIZATIONS,
     by_name,
     config_env,
+    generator,
     main_container,
     ns,
     of_kind,
@@ -44,14 +44,16 @@ from tests.k8s.manifests import (
 K8S_VERSION = "1.33"
 HEALTH_PORT = 8000
 STAGES = tuple(s.name for s in stages.ALL_STAGES)
-# Consumer group and input topic of each Kafka-consuming stage, from the stage topology.
-CONSUMERS: dict[str, tuple[str, topics.TopicSpec]] = {s.name: (s.consumer_group, s.source) for s in stages.STREAM_STAGES}
+# Consumer group and input topic of each stage KEDA scales on its lag, from the stage topology.
+SCALED: dict[str, tuple[str, topics.TopicSpec]] = {s.name: (s.consumer_group, s.source) for s in stages.STREAM_STAGES
+                                                   if s.lag_per_replica is not None}
 
 # Custom resources the manifests may use; kubernetes-validate has no schema for them.
 KNOWN_CRDS = {
     ("keda.sh/v1alpha1", "ScaledObject"),
     ("keda.sh/v1alpha1", "TriggerAuthentication"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
     ("kafka.strimzi.io/v1", "KafkaTopic"),
     ("kafka.strimzi.io/v1", "KafkaUser"),
 }
@@ -59,7 +61,7 @@ KNOWN_CRDS = {
 EXTERNAL_SECRETS = {
     "base": set(),
     "overlays/local": set(),
-    "overlays/production": {"vigil-credentials", "vigil-kafka-ca"},
+    "overlays/production": {p.secret for p in generator().principals()} | {"vigil-kafka-ca"},
 }
 # Non-Vigil environment variables the manifests may set in the shared ConfigMap.
 EXTRA_ENV = {"SSL_CERT_FILE"}
@@ -344,9 +346,9 @@ def test_scaled_objects_match_the_registry(docs, overlay):
         assert target is not None, f"ScaledObject {name}: no Deployment {ref['name']} in {ns(so)}"
         assert "replicas" not in target["spec"], f"{ref['name']}: spec.replicas fights KEDA's HPA"
         stage = stage_of(target)
-        assert stage in CONSUMERS, f"ScaledObject {name} scales {stage}, which does not consume Kafka"
+        assert stage in SCALED, f"ScaledObject {name} scales {stage}, which has no lag target"
         targeted.add(stage)
-        group, topic = CONSUMERS[stage]
+        group, topic = SCALED[stage]
         assert len(spec["triggers"]) >= 1
         env = config_env(docs, target)
         for trig in spec["triggers"]:
@@ -358,6 +360,8 @@ def test_scaled_objects_match_the_registry(docs, overlay):
             assert meta["topic"] == topic.name, f"{name}: topic {meta['topic']} != {topic.name}"
             assert meta["topic"] in topics.BY_NAME
             assert int(meta["lagThreshold"]) > 0
+            assert meta["limitToPartitionsWithLag"] == "true", f"{name}: could scale past the partitions that have lag"
+            assert meta["allowIdleConsumers"] == "false", f"{name}: limitToPartitionsWithLag needs allowIdleConsumers off"
             assert meta["bootstrapServers"] == env["VIGIL_KAFKA__BOOTSTRAP"], f"{name}: bootstrap differs from the stages'"
             protocol = env.get("VIGIL_KAFKA__SECURITY_PROTOCOL", "PLAINTEXT")
             if protocol.startswith("SASL"):
@@ -372,7 +376,7 @@ def test_scaled_objects_match_the_registry(docs, overlay):
         lo, hi = spec.get("minReplicaCount", 0), spec.get("maxReplicaCount", 100)
         assert isinstance(lo, int) and isinstance(hi, int)
         assert 0 <= lo <= hi <= topic.partitions, f"{name}: replicas {lo}..{hi} vs {topic.partitions} partitions"
-    assert targeted == set(CONSUMERS), f"Kafka stages without a ScaledObject: {set(CONSUMERS) - targeted}"
+    assert targeted == set(SCALED), f"stages with a lag target but no ScaledObject: {set(SCALED) - targeted}"
 
 
 def _unknown_fields(given, parsed, path=""):
@@ -508,26 +512,19 @@ def test_production_uses_tls_and_scram():
 
 
 # --------------------------------------------------------------------------------------------
-# Generated from the registries: Strimzi KafkaTopics, KEDA ScaledObjects
-
-
-def _generator():
-    spec = importlib.util.spec_from_file_location("vigil_k8s_generate", K8S / "generate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# Generated from the registries: Strimzi KafkaTopics and KafkaUsers, KEDA ScaledObjects, Secrets, rules, dashboard
 
 
 def test_generated_files_are_up_to_date():
-    for path, text in _generator().rendered().items():
+    for path, text in generator().rendered().items():
         assert path.exists() and path.read_text() == text, f"{path} is stale: run python k8s/generate.py and commit the result"
 
 
 def test_generator_check_mode_catches_a_stale_file(tmp_path, monkeypatch):
-    gen = _generator()
+    gen = generator()
     monkeypatch.setattr(gen, "ROOT", tmp_path)
-    monkeypatch.setattr(gen, "TOPICS_FILE", tmp_path / "kafkatopics.yaml")
-    monkeypatch.setattr(gen, "KEDA_FILE", tmp_path / "keda.yaml")
+    for name in [n for n in vars(gen) if n.endswith("_FILE")]:
+        monkeypatch.setattr(gen, name, tmp_path / f"{name.lower()}.out")
     assert gen.main([]) == 0 and gen.main(["--check"]) == 0
     gen.KEDA_FILE.write_text(gen.render_keda().replace("vigil-detect", "vigil-detector"))
     assert gen.main(["--check"]) == 1
@@ -536,16 +533,16 @@ def test_generator_check_mode_catches_a_stale_file(tmp_path, monkeypatch):
 def test_scaled_objects_follow_the_stage_topology():
     resources = [d for d in yaml.safe_load_all((K8S / "base" / "keda.yaml").read_text()) if d]
     scaled = {r["spec"]["scaleTargetRef"]["name"]: r for r in resources}
-    assert set(scaled) == {f"vigil-{s.name}" for s in stages.STREAM_STAGES if s.lag_per_replica}
-    for stage in stages.STREAM_STAGES:
-        (trigger,) = scaled[f"vigil-{stage.name}"]["spec"]["triggers"]
-        assert trigger["metadata"]["consumerGroup"] == stage.consumer_group
-        assert trigger["metadata"]["topic"] == stage.source.name
-        assert trigger["metadata"]["lagThreshold"] == str(stage.lag_per_replica)
+    assert set(scaled) == {f"vigil-{name}" for name in SCALED}
+    for name, (group, topic) in SCALED.items():
+        (trigger,) = scaled[f"vigil-{name}"]["spec"]["triggers"]
+        assert trigger["metadata"]["consumerGroup"] == group
+        assert trigger["metadata"]["topic"] == topic.name
+        assert trigger["metadata"]["lagThreshold"] == str(stages.BY_NAME[name].lag_per_replica)
 
 
 def test_generated_kafkatopics_match_the_registry():
-    gen = _generator()
+    gen = generator()
     resources = [d for d in yaml.safe_load_all(gen.TOPICS_FILE.read_text()) if d]
     assert [r["spec"]["topicName"] for r in resources] == [t.name for t in topics.ALL_TOPICS]
     for r, t in zip(resources, topics.ALL_TOPICS):
@@ -557,12 +554,11 @@ def test_generated_kafkatopics_match_the_registry():
         assert r["metadata"]["labels"]["strimzi.io/cluster"] == gen.CLUSTER
 
 
-def test_production_renders_the_topics_and_user_for_one_cluster():
+def test_production_renders_the_topics_and_users_for_one_cluster():
     docs = render("overlays/production")
-    kts = of_kind(docs, "KafkaTopic")
+    kts, users = of_kind(docs, "KafkaTopic"), of_kind(docs, "KafkaUser")
     assert sorted(k["spec"]["topicName"] for k in kts) == sorted(t.name for t in topics.ALL_TOPICS)
-    users = of_kind(docs, "KafkaUser")
-    assert users, "no KafkaUser for the stages"
+    assert users, "no KafkaUser"
     clusters = {d["metadata"]["labels"]["strimzi.io/cluster"] for d in [*kts, *users]}
     assert len(clusters) == 1
     assert len({ns(d) for d in [*kts, *users]}) == 1, "Strimzi resources split over namespaces"
@@ -572,11 +568,3 @@ def test_production_renders_the_topics_and_user_for_one_cluster():
         env = config_env(docs, d)
         assert {int(env["VIGIL_KAFKA__REPLICATION_FACTOR"])} == replicas, "stages would create topics differently"
         assert env["VIGIL_KAFKA__BOOTSTRAP"].startswith(f"{cluster}-kafka-bootstrap."), "bootstrap of another cluster"
-    acl_topics = [a["resource"] for u in users for a in u["spec"]["authorization"]["acls"] if a["resource"]["type"] == "topic"]
-    for t in topics.ALL_TOPICS:
-        assert any(t.name.startswith(r["name"]) if r.get("patternType") == "prefix" else t.name == r["name"]
-                   for r in acl_topics), f"KafkaUser has no ACL for {t.name}"
-    acl_groups = [a["resource"] for u in users for a in u["spec"]["authorization"]["acls"] if a["resource"]["type"] == "group"]
-    for group, _ in CONSUMERS.values():
-        assert any(group.startswith(r["name"]) if r.get("patternType") == "prefix" else group == r["name"]
-                   for r in acl_groups), f"KafkaUser has no ACL for group {group}"

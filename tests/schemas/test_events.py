@@ -30,8 +30,6 @@ def test_malformed_payloads_are_refused():
         FRAMES.decode(b"not json")
     with pytest.raises(ValidationError):
         frame(camera_id="")
-    with pytest.raises(ValidationError):  # unknown fields are contract violations
-        FrameEvent.model_validate({**json.loads(FRAMES.encode(frame())), "surprise": 1})
 
 
 def test_registry_names_every_event_type_once():
