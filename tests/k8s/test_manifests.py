@@ -379,40 +379,6 @@ def test_scaled_objects_match_the_registry(docs, overlay):
     assert targeted == set(SCALED), f"stages with a lag target but no ScaledObject: {set(SCALED) - targeted}"
 
 
-def _unknown_fields(given, parsed, path=""):
-    """Keys of `given` that a (lenient) pydantic model dropped: misspelled or unknown fields."""
-    if isinstance(given, dict):
-        if not isinstance(parsed, dict):
-            return [f"{path}: not an object"]
-        return [p for k, v in given.items()
-                for p in ([f"{path}.{k}"] if k not in parsed else _unknown_fields(v, parsed[k], f"{path}.{k}"))]
-    if isinstance(given, list):
-        return [p for i, (g, q) in enumerate(zip(given, parsed)) for p in _unknown_fields(g, q, f"{path}[{i}]")]
-    return []
-
-
-def test_custom_resources_match_their_models(docs):
-    """KEDA and Prometheus Operator resources against cloudcoil's pydantic models of their CRDs.
-
-    The models are pinned in requirements.lock (`cloudcoil-models-keda==2.16.1.0` is the newest for Python 3.11).
-    """
-    import cloudcoil.models.keda.v1alpha1 as keda
-    import cloudcoil.models.prometheus_operator.v1 as prom
-
-    models = {
-        ("keda.sh/v1alpha1", "ScaledObject"): keda.ScaledObject,
-        ("keda.sh/v1alpha1", "TriggerAuthentication"): keda.TriggerAuthentication,
-        ("monitoring.coreos.com/v1", "ServiceMonitor"): prom.ServiceMonitor,
-    }
-    for d in docs:
-        model = models.get((d["apiVersion"], d["kind"]))
-        if model is None:
-            continue
-        parsed = model.model_validate(d).model_dump(by_alias=True, exclude_unset=True, mode="json")
-        unknown = [p for p in _unknown_fields(d, parsed) if not p.startswith(".metadata")]
-        assert not unknown, f"{d['kind']}/{d['metadata']['name']}: unknown fields {unknown}"
-
-
 def test_ingest_is_not_autoscaled(docs):
     ingest = {d["metadata"]["name"] for d in stage_deployments(docs) if stage_of(d) == "ingest"}
     for so in of_kind(docs, "ScaledObject"):
