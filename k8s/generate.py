@@ -57,6 +57,8 @@ USERS_FILE = PRODUCTION / "strimzi" / "kafkausers.yaml"
 S3_POLICIES_FILE = PRODUCTION / "s3-policies.json"
 KEDA_FILE = K8S / "base" / "keda.yaml"
 CREDENTIALS_FILE = K8S / "base" / "credentials.yaml"
+JOBS_FILE = K8S / "base" / "jobs.yaml"
+TLS_PATCH, JOBS_TLS_FILE = PRODUCTION / "kafka-tls.yaml", PRODUCTION / "kafka-tls-jobs.yaml"
 RULES_FILE = K8S / "base" / "monitoring" / "prometheusrule.yaml"
 DASHBOARD_FILE = K8S / "base" / "monitoring" / "dashboard.json"
 
@@ -301,6 +303,100 @@ def render_s3_policies() -> str:
     return json.dumps({name: s3_policy(grants) for name, grants in S3_ACCESS.items()}, indent=2) + "\n"
 
 
+# --------------------------------------------------------------------------- operator Jobs
+
+IMAGE = "ghcr.io/vigil-project/vigil"  # tagged by the kustomizations' `images`
+
+
+@dataclass(frozen=True)
+class JobTemplate:
+    """An operator task run as a Job from a suspended CronJob: ``kubectl create job NAME --from=cronjob/vigil-<name>``.
+
+    Its parameters come from the ConfigMap ``vigil-<name>-request`` (created just before, docs/deploy.md); the
+    request's OPERATOR becomes the audited actor (``user@pod``).
+    """
+
+    name: str
+    principal: str
+    command: tuple[str, ...]
+    params: tuple[str, ...]
+    cpu: tuple[str, str]  # request, limit
+    memory: tuple[str, str]
+    photos: bool = False  # mounts the Secret vigil-enrol-photos at /photos
+
+
+JOBS: tuple[JobTemplate, ...] = (
+    JobTemplate("enrol", "vigil-enrol",
+                ("sh", "-c", 'exec vigil enroll "$PERSON" /photos/* --reason "$REASON" --expires "$EXPIRES" --source "$SOURCE"'),
+                ("PERSON", "REASON", "EXPIRES", "SOURCE"), ("1", "2"), ("2Gi", "4Gi"), photos=True),
+    JobTemplate("remove", "vigil-enrol", ("vigil", "remove", "$(PERSON)", "--reason", "$(REASON)"),
+                ("PERSON", "REASON"), ("100m", "500m"), ("512Mi", "1Gi")),
+    JobTemplate("replay", "vigil-replay",
+                ("vigil", "replay", "--camera", "$(CAMERA)", "--from", "$(FROM)", "--to", "$(TO)", "--deployment", "$(DEPLOYMENT)",
+                 "--reason", "$(REASON)", "--alerts-idle", "60"),
+                ("CAMERA", "FROM", "TO", "DEPLOYMENT", "REASON"), ("1", "2"), ("1Gi", "2Gi")),
+    JobTemplate("audit-verify", "vigil-audit-verify", ("vigil", "audit", "verify"), (), ("250m", "1"), ("512Mi", "1Gi")),
+)
+
+
+def cron_job(job: JobTemplate) -> dict:
+    name = f"vigil-{job.name}"
+    request = f"{name}-request"
+    env = [{"name": "USER", "valueFrom": {"configMapKeyRef": {"name": request, "key": "OPERATOR"}}}]
+    env += [{"name": key, "valueFrom": {"configMapKeyRef": {"name": request, "key": key}}} for key in job.params]
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes = [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
+    if job.photos:
+        mounts.append({"name": "photos", "mountPath": "/photos", "readOnly": True})
+        volumes.append({"name": "photos", "secret": {"secretName": "vigil-enrol-photos"}})
+    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/component": job.name, "vigil.io/role": "job"}
+    container = {
+        "name": "vigil", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+        "command": [job.command[0]], "args": list(job.command[1:]),
+        "envFrom": [{"configMapRef": {"name": "vigil-config"}}, {"secretRef": {"name": f"{job.principal}-credentials"}}],
+        "env": env,
+        "resources": {"requests": {"cpu": job.cpu[0], "memory": job.memory[0]}, "limits": {"cpu": job.cpu[1], "memory": job.memory[1]}},
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+                            "capabilities": {"drop": ["ALL"]}},
+        "volumeMounts": mounts,
+    }
+    pod = {
+        "metadata": {"labels": labels},
+        "spec": {
+            "serviceAccountName": "vigil", "automountServiceAccountToken": False, "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [container], "volumes": volumes,
+        },
+    }
+    return {
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "suspend": True,  # a template: never scheduled, only instantiated with --from
+            "schedule": "0 0 1 1 *",
+            "concurrencyPolicy": "Forbid",
+            "jobTemplate": {"spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 86400, "activeDeadlineSeconds": 3600,
+                                     "template": pod}},
+        },
+    }
+
+
+def render_jobs() -> str:
+    return (header("the Job table in k8s/generate.py")
+            + "# Operator tasks as suspended CronJobs, each its own principal and resources: instantiate one with\n"
+            + "#   kubectl -n vigil create job <name> --from=cronjob/vigil-<task>   (docs/deploy.md, Operations)\n"
+            + _documents([cron_job(j) for j in JOBS]))
+
+
+def render_jobs_tls_patch() -> str:
+    """kafka-tls.yaml's patch, at a CronJob's pod template."""
+    ops = yaml.safe_load(TLS_PATCH.read_text())
+    for op in ops:
+        op["path"] = op["path"].replace("/spec/template/", "/spec/jobTemplate/spec/template/")
+    return header("overlays/production/kafka-tls.yaml") + yaml.safe_dump(ops, sort_keys=False, width=120)
+
+
 # --------------------------------------------------------------------------- alert rules and dashboard
 
 def name_of(metric) -> str:
@@ -394,7 +490,8 @@ def render_dashboard() -> str:
 def rendered() -> dict[Path, str]:
     """Each generated file and the text it must hold."""
     return {TOPICS_FILE: render_topics(), USERS_FILE: render_users(), S3_POLICIES_FILE: render_s3_policies(),
-            KEDA_FILE: render_keda(), CREDENTIALS_FILE: render_credentials(), RULES_FILE: render_rules(),
+            KEDA_FILE: render_keda(), CREDENTIALS_FILE: render_credentials(), JOBS_FILE: render_jobs(),
+            JOBS_TLS_FILE: render_jobs_tls_patch(), RULES_FILE: render_rules(),
             DASHBOARD_FILE: render_dashboard()}
 
 

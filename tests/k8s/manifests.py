@@ -72,8 +72,15 @@ def stage_of(deployment: dict) -> str:
     return argv[argv.index("stage") + 1]
 
 
-def pod_spec(deployment: dict) -> dict:
-    return deployment["spec"]["template"]["spec"]
+def pod_spec(workload: dict) -> dict:
+    """The pod template's spec of a Deployment or a CronJob."""
+    spec = workload["spec"]["jobTemplate"]["spec"] if workload["kind"] == "CronJob" else workload["spec"]
+    return spec["template"]["spec"]
+
+
+def workloads(docs: list[dict]) -> list[dict]:
+    """Everything that runs pods: the Deployments and the operator tasks' CronJobs."""
+    return [d for d in docs if d["kind"] in ("Deployment", "CronJob")]
 
 
 def main_container(deployment: dict) -> dict:

@@ -39,6 +39,7 @@ from tests.k8s.manifests import (
     render,
     stage_deployments,
     stage_of,
+    workloads,
 )
 
 K8S_VERSION = "1.33"
@@ -57,12 +58,14 @@ KNOWN_CRDS = {
     ("kafka.strimzi.io/v1", "KafkaTopic"),
     ("kafka.strimzi.io/v1", "KafkaUser"),
 }
-# Secrets an overlay references but deliberately does not render (created out of band: k8s/README.md).
+# Secrets an overlay references but deliberately does not render (created out of band: docs/deploy.md), and the
+# operator tasks' requests (a ConfigMap, and the photos to enrol), created just before each task runs.
 EXTERNAL_SECRETS = {
-    "base": set(),
-    "overlays/local": set(),
-    "overlays/production": {p.secret for p in generator().principals()} | {"vigil-kafka-ca"},
+    "base": {"vigil-enrol-photos"},
+    "overlays/local": {"vigil-enrol-photos"},
+    "overlays/production": {p.secret for p in generator().principals()} | {"vigil-kafka-ca", "vigil-enrol-photos"},
 }
+REQUESTS = {f"vigil-{job.name}-request" for job in generator().JOBS}
 # Non-Vigil environment variables the manifests may set in the shared ConfigMap.
 EXTRA_ENV = {"SSL_CERT_FILE"}
 SASL_TO_KEDA = {"SCRAM-SHA-512": "scram_sha512", "SCRAM-SHA-256": "scram_sha256", "PLAIN": "plaintext"}
@@ -159,7 +162,7 @@ def test_health_port_setting_matches_probes(docs):
 
 
 def test_every_container_has_requests_and_limits(docs):
-    for d in of_kind(docs, "Deployment"):
+    for d in workloads(docs):
         spec = pod_spec(d)
         for c in [*spec.get("initContainers", []), *spec["containers"]]:
             res, where = c.get("resources", {}), f"{d['metadata']['name']}/{c['name']}"
@@ -169,7 +172,7 @@ def test_every_container_has_requests_and_limits(docs):
 
 
 def test_every_pod_runs_non_root_with_read_only_root(docs):
-    for d in of_kind(docs, "Deployment"):
+    for d in workloads(docs):
         spec, name = pod_spec(d), d["metadata"]["name"]
         pod_sc = spec.get("securityContext", {})
         assert spec.get("automountServiceAccountToken") is False, f"{name}: service account token mounted"
@@ -203,7 +206,7 @@ def test_references_resolve(docs, overlay):
     def secret_ok(namespace, name):
         return (namespace, name) in secrets or name in external
 
-    for d in of_kind(docs, "Deployment"):
+    for d in workloads(docs):
         spec, name, n = pod_spec(d), d["metadata"]["name"], ns(d)
         assert n, f"{name}: no namespace"
         assert (n, spec.get("serviceAccountName", "default")) in accounts, f"{name}: service account missing"
@@ -216,6 +219,8 @@ def test_references_resolve(docs, overlay):
             for var in c.get("env", []):
                 ref = var.get("valueFrom", {})
                 if "configMapKeyRef" in ref:
+                    if ref["configMapKeyRef"]["name"] in REQUESTS:
+                        continue
                     cm = cms.get((n, ref["configMapKeyRef"]["name"]))
                     assert cm and ref["configMapKeyRef"]["key"] in cm.get("data", {}), f"{name}: {var['name']}"
                 if "secretKeyRef" in ref:
@@ -377,6 +382,19 @@ def test_scaled_objects_match_the_registry(docs, overlay):
         assert isinstance(lo, int) and isinstance(hi, int)
         assert 0 <= lo <= hi <= topic.partitions, f"{name}: replicas {lo}..{hi} vs {topic.partitions} partitions"
     assert targeted == set(SCALED), f"stages with a lag target but no ScaledObject: {set(SCALED) - targeted}"
+
+
+def test_operator_tasks_are_templates_with_their_own_principal(docs):
+    jobs = {d["metadata"]["name"]: d for d in of_kind(docs, "CronJob")}
+    assert set(jobs) == {"vigil-enrol", "vigil-remove", "vigil-replay", "vigil-audit-verify"}
+    principals = {p.name: p for p in generator().principals()}
+    for name, job in jobs.items():
+        assert job["spec"]["suspend"] is True, f"{name}: a template must never run on its schedule"
+        spec = job["spec"]["jobTemplate"]["spec"]
+        assert spec["backoffLimit"] == 0 and spec["template"]["spec"]["restartPolicy"] == "Never", f"{name}: an audited task ran twice"
+        refs = [s["secretRef"]["name"] for s in main_container(job)["envFrom"] if "secretRef" in s]
+        assert len(refs) == 1 and refs[0].removesuffix("-credentials") in principals, f"{name}: {refs}"
+        assert refs[0] not in {f"vigil-{s}-credentials" for s in STAGES}, f"{name} runs with a stage's credentials"
 
 
 def test_ingest_is_not_autoscaled(docs):
