@@ -23,6 +23,7 @@ a file is stale)::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: import the regis
 
 from ingest.camera import CAMERA_DROPPED, CAMERA_FPS, CAMERA_UP  # noqa: E402
 from runtime import metrics  # noqa: E402
-from runtime.settings import AuditSettings, S3Settings  # noqa: E402
+from runtime.settings import AuditSettings, CameraSettings, S3Settings  # noqa: E402
 from schemas.stages import ALL_STAGES, STREAM_STAGES, StageSpec  # noqa: E402
 from schemas.topics import (  # noqa: E402
     ALERTS,
@@ -58,6 +59,7 @@ S3_POLICIES_FILE = PRODUCTION / "s3-policies.json"
 KEDA_FILE = K8S / "base" / "keda.yaml"
 CREDENTIALS_FILE = K8S / "base" / "credentials.yaml"
 JOBS_FILE = K8S / "base" / "jobs.yaml"
+CAMERAS, INGEST_TEMPLATE, INGEST_FILE = K8S / "base" / "cameras.yaml", K8S / "base" / "ingest-group.yaml", K8S / "base" / "ingest.yaml"
 TLS_PATCH, JOBS_TLS_FILE = PRODUCTION / "kafka-tls.yaml", PRODUCTION / "kafka-tls-jobs.yaml"
 RULES_FILE = K8S / "base" / "monitoring" / "prometheusrule.yaml"
 DASHBOARD_FILE = K8S / "base" / "monitoring" / "dashboard.json"
@@ -303,6 +305,41 @@ def render_s3_policies() -> str:
     return json.dumps({name: s3_policy(grants) for name, grants in S3_ACCESS.items()}, indent=2) + "\n"
 
 
+# --------------------------------------------------------------------------- camera groups
+
+def _replace(value, group: str):
+    if isinstance(value, dict):
+        return {k: _replace(v, group) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace(v, group) for v in value]
+    return value.replace("GROUP", group) if isinstance(value, str) else value
+
+
+def camera_group(group: str, cameras: list[dict]) -> list[dict]:
+    """The template's Deployment, Service and PDB for one group, and the group's cameras as a ConfigMap."""
+    for camera in cameras:
+        CameraSettings.model_validate(camera)  # a misspelt field fails here, not in the pod
+    data = json.dumps(cameras, indent=2) + "\n"
+    resources = [_replace(doc, group) for doc in yaml.safe_load_all(INGEST_TEMPLATE.read_text()) if doc]
+    for doc in resources:
+        if doc["kind"] == "Deployment":  # a new camera list rolls the pod
+            doc["spec"]["template"]["metadata"]["annotations"]["vigil.io/cameras-sha256"] = hashlib.sha256(data.encode()).hexdigest()
+    config = {"apiVersion": "v1", "kind": "ConfigMap",
+              "metadata": {"name": f"vigil-cameras-{group}", "labels": {"vigil.io/camera-group": group}},
+              "data": {"cameras.json": data}}
+    return [config, *resources]
+
+
+def render_ingest() -> str:
+    groups = yaml.safe_load(CAMERAS.read_text())["groups"]
+    ids = [camera["id"] for cameras in groups.values() for camera in cameras]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise SystemExit(f"{CAMERAS.relative_to(ROOT)}: cameras in two groups would be read twice: {duplicates}")
+    return (header("base/cameras.yaml and base/ingest-group.yaml")
+            + _documents([doc for group, cameras in groups.items() for doc in camera_group(group, cameras)]))
+
+
 # --------------------------------------------------------------------------- operator Jobs
 
 IMAGE = "ghcr.io/vigil-project/vigil"  # tagged by the kustomizations' `images`
@@ -490,7 +527,7 @@ def render_dashboard() -> str:
 def rendered() -> dict[Path, str]:
     """Each generated file and the text it must hold."""
     return {TOPICS_FILE: render_topics(), USERS_FILE: render_users(), S3_POLICIES_FILE: render_s3_policies(),
-            KEDA_FILE: render_keda(), CREDENTIALS_FILE: render_credentials(), JOBS_FILE: render_jobs(),
+            KEDA_FILE: render_keda(), CREDENTIALS_FILE: render_credentials(), JOBS_FILE: render_jobs(), INGEST_FILE: render_ingest(),
             JOBS_TLS_FILE: render_jobs_tls_patch(), RULES_FILE: render_rules(),
             DASHBOARD_FILE: render_dashboard()}
 

@@ -552,3 +552,19 @@ def test_production_renders_the_topics_and_users_for_one_cluster():
         env = config_env(docs, d)
         assert {int(env["VIGIL_KAFKA__REPLICATION_FACTOR"])} == replicas, "stages would create topics differently"
         assert env["VIGIL_KAFKA__BOOTSTRAP"].startswith(f"{cluster}-kafka-bootstrap."), "bootstrap of another cluster"
+
+
+def test_cameras_are_declared_once_and_each_group_is_deployed(tmp_path, monkeypatch):
+    gen = generator()
+    groups = yaml.safe_load(gen.CAMERAS.read_text())["groups"]
+    docs = render("base")
+    ingest = {d["metadata"]["labels"]["vigil.io/camera-group"]: d for d in stage_deployments(docs) if stage_of(d) == "ingest"}
+    assert set(ingest) == set(groups)
+    for group, cameras in groups.items():
+        assert json.loads(config_env(docs, ingest[group])["VIGIL_INGEST__CAMERAS"]) == cameras
+    twice = tmp_path / "cameras.yaml"  # one camera in two groups would be read twice
+    twice.write_text(yaml.safe_dump({"groups": {**groups, "spare": [groups["default"][-1]]}}))
+    monkeypatch.setattr(gen, "CAMERAS", twice)
+    monkeypatch.setattr(gen, "ROOT", tmp_path)
+    with pytest.raises(SystemExit, match=groups["default"][-1]["id"]):
+        gen.render_ingest()
