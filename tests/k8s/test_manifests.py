@@ -568,3 +568,29 @@ def test_cameras_are_declared_once_and_each_group_is_deployed(tmp_path, monkeypa
     monkeypatch.setattr(gen, "ROOT", tmp_path)
     with pytest.raises(SystemExit, match=groups["default"][-1]["id"]):
         gen.render_ingest()
+
+
+@pytest.mark.parametrize("component", ["gpu-time-slicing", "gpu-mig"])
+def test_gpu_sharing_components_compose_with_production(component, tmp_path):
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    base = os.path.relpath(K8S, tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "resources": [f"{base}/overlays/production"], "components": [f"{base}/components/{component}"]}))
+    proc = subprocess.run(["kubectl", "kustomize", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    for d in docs:
+        if (d["apiVersion"], d["kind"]) not in KNOWN_CRDS:
+            kubernetes_validate.validate(d, K8S_VERSION, strict=True)
+    for d in stage_deployments(docs):
+        limits = main_container(d)["resources"]["limits"]
+        gpus = {k: v for k, v in limits.items() if k.startswith("nvidia.com/")}
+        if stage_of(d) in ("detect", "embed"):
+            expected = {"nvidia.com/gpu": "1"} if component == "gpu-time-slicing" else {"nvidia.com/mig-1g.10gb": "1"}
+            assert gpus == expected, f"{d['metadata']['name']}: {gpus}"
+        else:
+            assert not gpus
+    if component == "gpu-time-slicing":
+        (config,) = [d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"] == "vigil-time-slicing"]
+        sharing = yaml.safe_load(config["data"]["any"])["sharing"]["timeSlicing"]["resources"]
+        assert sharing == [{"name": "nvidia.com/gpu", "replicas": 4}]
