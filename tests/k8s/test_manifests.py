@@ -386,7 +386,7 @@ def test_scaled_objects_match_the_registry(docs, overlay):
 
 def test_operator_tasks_are_templates_with_their_own_principal(docs):
     jobs = {d["metadata"]["name"]: d for d in of_kind(docs, "CronJob")}
-    assert set(jobs) == {"vigil-enrol", "vigil-remove", "vigil-replay", "vigil-audit-verify"}
+    assert set(jobs) == {"vigil-enrol", "vigil-remove", "vigil-deployment", "vigil-replay", "vigil-audit-verify"}
     principals = {p.name: p for p in generator().principals()}
     for name, job in jobs.items():
         assert job["spec"]["suspend"] is True, f"{name}: a template must never run on its schedule"
