@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 
-from runtime.kafka import BrokerUnavailable, EventProducer, EventReader, ReadEvent
+from runtime.kafka import BrokerUnavailable, EventProducer, EventReader, ReadEvent, ensure_topics
 from runtime.settings import VigilSettings
 from schemas.events import Envelope
 from schemas.topics import TopicSpec
@@ -22,6 +22,7 @@ def record_producer(settings: VigilSettings, client_id: str) -> EventProducer:
     """A producer that gives up within ``audit.deliver_timeout_s`` (kafka-python blocks a minute by default)."""
     timeout_ms = int(settings.audit.deliver_timeout_s * 1000)
     try:
+        ensure_topics(settings.kafka, timeout_s=settings.audit.deliver_timeout_s)
         return EventProducer(settings.kafka, client_id=client_id, linger_ms=0, max_block_ms=timeout_ms,
                              request_timeout_ms=timeout_ms)
     except (BrokerUnavailable, KafkaError) as exc:
@@ -39,6 +40,7 @@ def deliver(producer: EventProducer, spec: TopicSpec, event: Envelope, timeout_s
 def read_all(settings: VigilSettings, spec: TopicSpec) -> list[ReadEvent]:
     """Every retained record of ``spec``, in offset order, up to its end as of the call."""
     out: list[ReadEvent] = []
+    ensure_topics(settings.kafka, [spec])
     with EventReader(settings.kafka, spec) as reader:
         while True:
             batch = reader.read(timeout_s=0.5)

@@ -39,7 +39,8 @@ CAMERA_FRAMES = Counter("vigil_camera_frames_total", "Frames published per camer
 CAMERA_FPS = Gauge("vigil_camera_fps", "Frames published per second over the last few seconds.", ["camera"])
 CAMERA_DROPPED = Counter("vigil_camera_dropped_frames_total",
                          "Sampled frames not published, by reason: backpressure (queue full, drop_oldest), "
-                         "late (released out of order by the decoder), publish_error.", ["camera", "reason"])
+                         "late (released out of order by the decoder), publish_error, outside_deployment (no active "
+                         "deployment covers the camera).", ["camera", "reason"])
 CAMERA_ERRORS = Counter("vigil_camera_errors_total", "Source errors per camera.", ["camera"])
 CAMERA_DECODE_ERRORS = Counter("vigil_camera_decode_errors_total", "Packets that failed to decode and were skipped.", ["camera"])
 CAMERA_LAST_ERROR = Gauge("vigil_camera_last_error_info", "1, labelled with the camera's last error.", ["camera", "error"])
@@ -120,7 +121,7 @@ class FpsMeter:
 
 
 class CameraWorker:
-    def __init__(self, camera: CameraSettings, settings: IngestSettings, *, publish: Callable[[str, SampledFrame], None],
+    def __init__(self, camera: CameraSettings, settings: IngestSettings, *, publish: Callable[[str, SampledFrame], bool],
                  stop: threading.Event, store: ObjectStore | None = None, uploader: SegmentUploader | None = None):
         self.camera = camera
         self.settings = settings
@@ -141,7 +142,7 @@ class CameraWorker:
         cid = camera.id
         for state in CameraState:
             CAMERA_STATE.labels(cid, state.value).set(0)
-        for reason in ("backpressure", "late", "publish_error"):
+        for reason in ("backpressure", "late", "publish_error", "outside_deployment"):
             CAMERA_DROPPED.labels(cid, reason)
         CAMERA_RECONNECTS.labels(cid)
         CAMERA_OUTAGES.labels(cid)
@@ -306,7 +307,9 @@ class CameraWorker:
         cid, report = self.camera.id, self.report
         while (frame := self.queue.get()) is not None:
             try:
-                self.publish(cid, frame)
+                if not self.publish(cid, frame):  # refused: no deployment covers the camera
+                    self._drop("outside_deployment")
+                    continue
             except Exception as exc:  # broker down past the producer's buffer, a bad frame: count it, go on
                 log.error("camera %s: could not publish a frame: %s: %s", cid, type(exc).__name__, exc)
                 self._drop("publish_error")

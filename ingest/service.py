@@ -31,7 +31,7 @@ from pathlib import Path
 from accountability.audit import AuditLog
 from accountability.deployments import DeploymentTable
 from ingest.archive import FootageArchive
-from ingest.camera import CAMERA_DROPPED, CameraReport, CameraWorker, reads_s3, records
+from ingest.camera import CameraReport, CameraWorker, reads_s3, records
 from ingest.recorder import SegmentUploader
 from ingest.source import SampledFrame
 from runtime import metrics
@@ -131,10 +131,10 @@ class IngestService:
     def health_port(self) -> int | None:
         return self.server.server_port if self.server is not None else None
 
-    def _publish(self, camera_id: str, frame: SampledFrame) -> None:
+    def _publish(self, camera_id: str, frame: SampledFrame) -> bool:
+        """Publish ``frame``; False when no active deployment covers it (and ``publish_outside_deployments`` is off)."""
         if self.deployments is not None and not self.deployments.covering(camera_id, frame.source_ts, self.run_id):
-            CAMERA_DROPPED.labels(camera_id, "outside_deployment").inc()
-            return
+            return False
         height, width = frame.image.shape[:2]
         jpeg = encode_jpeg(frame.image, self.settings.ingest.jpeg_quality)
         event_id = uuid.uuid4().hex
@@ -149,6 +149,7 @@ class IngestService:
         )
         self.producer.send(FRAMES, event)
         metrics.EVENTS_OUT.labels(STAGE, FRAMES.name).inc()
+        return True
 
     def _write_report(self) -> None:
         """Each camera's end report as JSON at ``ingest.report_path``, for the operator that started this process."""

@@ -12,9 +12,17 @@ from runtime.stream import BadEvent
 from schemas.events import FaceEvent, FrameEvent, utc_now
 from schemas.topics import FACES
 from storage.objects import ObjectStore
+from tests.accountability_helpers import deploy
 from tests.conftest import load_rgb
 
 pytestmark = [pytest.mark.services, pytest.mark.models]
+CAMERAS = ["cam-a", "cam-far", "cam-near", "cam-blur"]
+
+
+@pytest.fixture(autouse=True)
+def deployed(stage_settings):
+    """A live deployment over the cameras of these tests (the processor reads the deployments when it starts)."""
+    return deploy(stage_settings, CAMERAS)
 
 
 def frame_event(image: np.ndarray, camera: str = "cam-a") -> FrameEvent:
@@ -76,3 +84,21 @@ def test_detect_refuses_an_undecodable_frame(stage_settings):
     bad = FrameEvent(camera_id="cam-a", source_ts=utc_now(), trace_id="t", frame_index=0, width=2, height=2, image_jpeg=b"not a jpeg")
     with pytest.raises(BadEvent, match="undecodable JPEG"):
         processor.process([bad])
+
+
+def test_detect_drops_frames_no_active_deployment_covers_unread(stage_settings, face_pairs):
+    from prometheus_client import REGISTRY
+
+    from detect.stage import DetectProcessor
+
+    processor = DetectProcessor(stage_settings)
+    processor.start()
+    photo = load_rgb(face_pairs / "img1.jpg", max_side=960)
+    outside = frame_event(photo, f"cam-{uuid.uuid4().hex[:6]}")
+    replayed = frame_event(photo, "cam-a").model_copy(update={"run_id": "replay-not-bound"})  # a run no deployment is bound to
+    assert processor.process([outside, replayed]) == []
+    counted = REGISTRY.get_sample_value("vigil_frames_outside_deployments_total", {"stage": "detect", "camera": outside.camera_id})
+    assert counted == 1
+    store = ObjectStore(stage_settings.s3)
+    assert store.list_keys(stage_settings.s3.evidence_bucket, f"transient/{outside.camera_id}/") == []
+    assert [spec for spec, _ in processor.process([frame_event(photo, "cam-a")])] == [FACES]

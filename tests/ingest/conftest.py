@@ -161,9 +161,11 @@ def ingest_kafka(stack, tmp_path_factory) -> Iterator[KafkaSettings]:
 
 @pytest.fixture
 def ingest_settings(stack, ingest_kafka, tmp_path) -> VigilSettings:
-    """The session's S3 and Milvus, the ingest broker, a free health port, short timeouts and backoff."""
+    """The session's S3 and Milvus, the ingest broker, a free health port, short timeouts and backoff; frames published
+    whatever the deployments (these tests are about cameras: tests/ingest/test_deployments.py is about the gate)."""
     base = stack.settings
-    ingest = IngestSettings(status_dir=tmp_path / "status", timeout_s=2.0, reconnect_initial_s=0.5, reconnect_max_s=2.0)
+    ingest = IngestSettings(status_dir=tmp_path / "status", timeout_s=2.0, reconnect_initial_s=0.5, reconnect_max_s=2.0,
+                            publish_outside_deployments=True)
     return base.model_copy(update={"kafka": ingest_kafka, "ingest": ingest,
                                    "stage": base.stage.model_copy(update={"health_port": 0, "log_format": "text"})})
 

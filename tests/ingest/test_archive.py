@@ -67,19 +67,28 @@ def test_lookup_by_moment_and_window_across_an_hour(stack, tmp_path):
 
 
 @pytest.mark.services
-def test_retention_deletes_only_old_segments_of_the_given_cameras(stack, tmp_path):
+def test_retention_deletes_old_segments_of_every_recorded_camera_with_an_audit_event(stack, tmp_path):
+    from accountability.audit import AuditLog
+    from tests.accountability_helpers import TESTER, audit_requests
+
     store = ObjectStore(stack.settings.s3)
-    store.ensure_buckets()
-    archive = FootageArchive(store)
-    mine, other = (f"cam-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    bucket = f"test-footage-{uuid.uuid4().hex[:8]}"  # a bucket of its own: every camera in it is swept
+    store.client.make_bucket(bucket)
+    archive = FootageArchive(store, bucket)
+    mine, unconfigured = (f"cam-{uuid.uuid4().hex[:8]}" for _ in range(2))
     blob = tmp_path / "seg.mp4"
     blob.write_bytes(b"x")
     now = datetime.now(timezone.utc)
-    for camera in (mine, other):
+    for camera in (mine, unconfigured):
         for age_h in (80, 73, 71, 1):
             start = now - timedelta(hours=age_h)
             archive.put(camera, start, start + timedelta(seconds=10), blob, frames=1)
-    assert archive.enforce_retention([mine], timedelta(hours=72), now=now) == 2
-    left = archive.segments(mine, now - timedelta(hours=100), now)
-    assert [round((now - s.start) / timedelta(hours=1)) for s in left] == [71, 1]
-    assert len(archive.segments(other, now - timedelta(hours=100), now)) == 4
+    assert len(archive.expired(timedelta(hours=72), now, camera_ids=[mine])) == 2
+    began = datetime.now(timezone.utc)
+    with AuditLog(stack.settings) as audit:
+        assert archive.enforce_retention(timedelta(hours=72), audit=audit, actor=TESTER, now=now) == 4
+    for camera in (mine, unconfigured):  # a camera no ingest is configured with any more is swept too
+        left = archive.segments(camera, now - timedelta(hours=100), now)
+        assert [round((now - s.start) / timedelta(hours=1)) for s in left] == [71, 1]
+    (event,) = audit_requests(stack.settings, began, action="retention_delete", subject=f"s3://{bucket}")
+    assert event.details == {"rule": "footage", "bucket": bucket, "objects": 4, "via": "test"}  # counts, never a face

@@ -28,6 +28,8 @@ from vigil.cli import main
 from synthetic.footage import Scene, make_footage
 from vigil.replay import replay_topic, run_alerts
 from schemas.stages import STREAM_STAGES
+from accountability.audit import AuditLog
+from tests.accountability_helpers import TESTER, audit_requests, deploy
 from vigil.run import StageProcess, drained
 
 pytestmark = pytest.mark.services
@@ -61,19 +63,26 @@ def test_topic_replay_from_a_point_in_time(ingest_settings, monkeypatch):
         return [r.event.frame_index for r in reads if r.event is not None and r.event.camera_id == camera]
 
     # The broker's time index is not trusted (Tansu answers every lookup with offset 0): records are still cut by time.
-    assert indices(replay_topic(settings, FRAMES.name, since, idle_timeout_s=1.5)) == list(range(5, 11))
-    assert indices(replay_topic(settings, FRAMES.name, since, until=until, idle_timeout_s=1.5)) == list(range(5, 10))
+    began = datetime.now(timezone.utc)
+    with AuditLog(settings) as audit:
+        assert indices(replay_topic(settings, TESTER, FRAMES.name, since, reason="test", audit=audit, idle_timeout_s=1.5)) \
+            == list(range(5, 11))
+        assert indices(replay_topic(settings, TESTER, FRAMES.name, since, reason="test", audit=audit, until=until,
+                                    idle_timeout_s=1.5)) == list(range(5, 10))
+    assert len(audit_requests(settings, began, action="view", subject=FRAMES.name)) == 2  # faces: every read is audited
 
     monkeypatch.setenv("VIGIL_KAFKA__BOOTSTRAP", settings.kafka.bootstrap)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert main(["replay", "--topic", FRAMES.name, "--since", since.isoformat(), "--until", until.isoformat(),
-                     "--idle-exit", "1.5"]) == 0
+                     "--idle-exit", "1.5", "--reason", "re-consume after an outage"]) == 0
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [e["frame_index"] for e in lines if e["camera_id"] == camera] == list(range(5, 10))
+    assert audit_requests(settings, began, action="view", reason="re-consume after an outage")
     with contextlib.redirect_stderr(io.StringIO()) as err:
         assert main(["replay", "--topic", "vigil.nope", "--since", since.isoformat()]) == 2
-    assert "unknown topic" in err.getvalue()
+        assert main(["replay", "--topic", FRAMES.name, "--since", since.isoformat()]) == 2
+    assert "unknown topic" in err.getvalue() and "needs a reason" in err.getvalue()
 
 
 # --- recorded footage through running stages --------------------------------------------------
@@ -105,7 +114,8 @@ def pipeline(stack, weights_dir, people, detector, embedder, tmp_path_factory):
         enroller = Enroller(settings, detector=detector, embedder=embedder)
         try:
             for person in ("person-01", "person-02"):
-                assert enroller.enroll(person, people[person][:3], actor="test-suite", reason="replay test").enrolled
+                assert enroller.enroll(person, people[person][:3], actor=TESTER, reason="replay test",
+                                       expires_at=datetime.now(timezone.utc) + timedelta(days=1)).enrolled
         finally:
             enroller.close()
         env = dict(os.environ, VIGIL_KAFKA__BOOTSTRAP=kafka.bootstrap, VIGIL_MILVUS__COLLECTION=collection,
@@ -144,7 +154,8 @@ def test_replaying_a_recorded_window_raises_the_live_runs_alerts(pipeline, peopl
               Scene(people["person-02"][3], fps, "person-02"), Scene(people["person-05"][0], fps, "person-05")]
     truth = make_footage(tmp_path / "lobby.mp4", scenes, fps=fps, size=(640, 360))
 
-    # The live run: a camera recorded as it is ingested (run id None: live).
+    # The live run: a camera recorded as it is ingested (run id None: live), under a live deployment.
+    live_use = deploy(settings, [camera], starts_at=datetime.now(timezone.utc) - timedelta(minutes=1))
     started = time.monotonic()
     live_settings = with_ingest(settings, record=True, segment_s=1.0, target_fps=fps)
     report = IngestService(live_settings, [CameraSettings(id=camera, url=str(truth.path))]).run()[camera]
@@ -167,7 +178,9 @@ def test_replaying_a_recorded_window_raises_the_live_runs_alerts(pipeline, peopl
     live_frames = published(settings, [camera])[camera]
     t1, t2 = live_frames[0].source_ts, live_frames[-1].source_ts + timedelta(seconds=1 / fps)
 
-    # The replay, as an operator would start it.
+    # The replay, as an operator would start it, under a retrospective deployment naming the persons searched for.
+    wait_for(lambda: datetime.now(timezone.utc) > t2, 60, "the footage window to lie in the past")
+    search = deploy(settings, [camera], kind="retrospective", persons=["person-01", "person-02"], starts_at=t1, ends_at=t2)
     started = time.monotonic()
     monkeypatch.setenv("VIGIL_KAFKA__BOOTSTRAP", settings.kafka.bootstrap)
     monkeypatch.setenv("VIGIL_STAGE__HEALTH_PORT", "0")
@@ -175,7 +188,8 @@ def test_replaying_a_recorded_window_raises_the_live_runs_alerts(pipeline, peopl
     monkeypatch.setenv("VIGIL_INGEST__CAMERAS", json.dumps([{"id": camera, "url": "rtsp://lobby.example/1", "target_fps": fps}]))
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert main(["replay", "--camera", camera, "--from", t1.isoformat(), "--to", t2.isoformat()]) == 0
+        assert main(["replay", "--camera", camera, "--from", t1.isoformat(), "--to", t2.isoformat(),
+                     "--deployment", search.deployment_id, "--reason", "who was in the lobby"]) == 0
     summary = json.loads(out.getvalue().splitlines()[0])
     run_id = summary["run_id"]
     assert run_id.startswith("replay-") and summary["frames"] == truth.n_frames and summary["errors"] == []
@@ -192,20 +206,34 @@ def test_replaying_a_recorded_window_raises_the_live_runs_alerts(pipeline, peopl
     for a, b in zip(replayed, live):
         assert abs((a.source_ts - b.source_ts).total_seconds()) < 1e-3 and a.score == pytest.approx(b.score, abs=1e-3)
         assert a.run_id == run_id and b.run_id is None and a.alert_id != b.alert_id
+        assert a.deployment_id == search.deployment_id and b.deployment_id == live_use.deployment_id
     with capsys.disabled():
         print(f"\n  live run + alerts {live_s:.1f}s, replay + alerts {replay_s:.1f}s; alerts "
               f"{[(a.person_id, f'{a.score:.3f}') for a in replayed]}")
 
 
-def test_replay_of_a_window_without_footage_fails_clearly(ingest_settings, monkeypatch, tmp_path):
+def test_replay_needs_a_covering_deployment_and_fails_clearly_without_footage(ingest_settings, monkeypatch, tmp_path):
     monkeypatch.setenv("VIGIL_KAFKA__BOOTSTRAP", ingest_settings.kafka.bootstrap)
     monkeypatch.setenv("VIGIL_STAGE__HEALTH_PORT", "0")
     monkeypatch.setenv("VIGIL_INGEST__STATUS_DIR", str(tmp_path))
+    t1, t2 = datetime(2024, 5, 1, 12, tzinfo=timezone.utc), datetime(2024, 5, 1, 12, 5, tzinfo=timezone.utc)
+    search = deploy(ingest_settings, ["nobody"], kind="retrospective", persons=["person-01"], starts_at=t1, ends_at=t2)
+    live = deploy(ingest_settings, ["nobody"])
+    window = ["--from", t1.isoformat(), "--to", t2.isoformat(), "--reason", "test"]
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        assert main(["replay", "--camera", "other", *window, "--deployment", search.deployment_id]) == 2
+        assert main(["replay", "--camera", "nobody", "--from", t1.isoformat(), "--to", "2024-05-01T12:06:00", "--reason", "test",
+                     "--deployment", search.deployment_id]) == 2
+        assert main(["replay", "--camera", "nobody", *window, "--deployment", live.deployment_id]) == 2
+        assert main(["replay", "--camera", "nobody", *window]) == 2
+    assert err.getvalue().count("does not cover") == 2 and "not an active retrospective deployment" in err.getvalue()
+    assert "--deployment ID --reason WHY" in err.getvalue()
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert main(["replay", "--camera", "nobody", "--from", "2024-05-01T12:00:00", "--to", "2024-05-01T12:05:00"]) == 3
+        assert main(["replay", "--camera", "nobody", *window, "--deployment", search.deployment_id]) == 3
     summary = json.loads(out.getvalue().splitlines()[0])
     assert summary["state"] == "failed" and "no recorded footage of camera nobody" in summary["errors"][0]
     with contextlib.redirect_stderr(io.StringIO()) as err:
-        assert main(["replay", "--camera", "nobody", "--from", "2024-05-01T12:05:00", "--to", "2024-05-01T12:00:00"]) == 2
+        assert main(["replay", "--camera", "nobody", "--from", "2024-05-01T12:05:00", "--to", "2024-05-01T12:00:00",
+                     "--reason", "test", "--deployment", search.deployment_id]) == 2
     assert "before" in err.getvalue()

@@ -126,6 +126,7 @@ def test_backpressure_policy_with_a_slow_publisher(policy, clip):
     def slow_publish(camera, frame):
         time.sleep(0.03)
         published_frames.append(frame.index)
+        return True
 
     settings = IngestSettings(queue_frames=2, file_backpressure=policy, target_fps=10)
     worker = CameraWorker(CameraSettings(id=camera_id, url=str(clip)), settings, publish=slow_publish, stop=threading.Event())

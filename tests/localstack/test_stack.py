@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 import os
 import re
 from pathlib import Path
@@ -14,6 +15,8 @@ from runtime.settings import KafkaSettings, MilvusSettings, S3Settings
 from storage.objects import ObjectStore
 from storage.vectors import DIM, Watchlist
 from localstack import stack as local_stack
+
+LATER = datetime.now(timezone.utc) + timedelta(days=1)  # watchlist entries expire; these outlive the test
 
 pytestmark = pytest.mark.services
 SERVICES = {"kafka", "s3", "milvus"}
@@ -114,7 +117,7 @@ def test_two_stacks_at_once_then_down_twice_then_restart(stack, session_home, tm
         wl = Watchlist(milvus.model_copy(update={"collection": "restart_check"}))
         wl.ensure_collection()
         vec = np.random.default_rng(7).normal(size=(2, DIM))
-        wl.add("dave", vec, ["a", "b"], "officer", "restart test")
+        wl.add("dave", vec, ["a", "b"], "officer", "restart test", expires_at=LATER)
         wl.close()
 
         assert sorted(local_stack.down(home)) == sorted(SERVICES)

@@ -1,4 +1,5 @@
-"""MatchProcessor's tracking, decisions and retry behaviour, with the watchlist and S3 replaced by fakes.
+"""MatchProcessor's tracking, decisions, retry behaviour, deployment gating and forgetting, with the watchlist, S3, the
+deployments table and the audit log replaced by fakes.
 
 (tests/match/test_processor.py runs it against the real Milvus and S3.)
 """
@@ -13,7 +14,7 @@ import pytest
 from match.decision import alert_id, track_id
 from match.stage import MatchProcessor
 from runtime.settings import MatchSettings, VigilSettings
-from schemas.events import AlertEvent, EmbeddingEvent, TrackEndedEvent
+from schemas.events import AlertEvent, DeploymentEvent, EmbeddingEvent, TrackEndedEvent
 from schemas.topics import ALERTS, TRACKS
 from storage.vectors import Hit
 
@@ -37,12 +38,12 @@ class FakeWatchlist:
         self.templates = templates
         self.calls = 0
 
-    def search(self, vectors, limit=1, consistency_level="Strong"):
+    def search(self, vectors, limit=1, consistency_level="Strong", *, persons=None, now=None):
         self.calls += 1
         rows = []
         for v in np.asarray(vectors, dtype=np.float64):
-            hits = sorted((Hit(person, float(np.dot(unit(v), t)), i) for i, (person, t) in enumerate(self.templates.items())),
-                          key=lambda h: -h.score)
+            hits = sorted((Hit(person, float(np.dot(unit(v), t)), i) for i, (person, t) in enumerate(self.templates.items())
+                           if persons is None or person in persons), key=lambda h: -h.score)
             rows.append(hits[:limit])
         return rows
 
@@ -50,12 +51,41 @@ class FakeWatchlist:
 class FakeStore:
     def __init__(self):
         self.copies: list[tuple[str, str]] = []
+        self.deleted: list[str] = []
         self.fail = False
 
     def copy(self, bucket, src, dst):
         if self.fail:
             raise ConnectionError("S3 is down")
         self.copies.append((src, dst))
+
+    def delete(self, bucket, keys):
+        self.deleted += keys
+        return len(keys)
+
+
+class FakeAudit:
+    def __init__(self):
+        self.events: list[tuple] = []
+
+    def append(self, actor, action, subject, reason, details=None, **kwargs):
+        self.events.append((action, details))
+
+
+def deployment(persons=None) -> DeploymentEvent:
+    return DeploymentEvent(camera_id="deployments", source_ts=T0, trace_id="t", deployment_id="dep-1", case="case-9",
+                           purpose="test", authorised_by="ann", kind="live", cameras=["cam-a", "cam-b"], starts_at=T0,
+                           ends_at=T0 + timedelta(hours=1), persons=persons, watchlist_digest="0" * 64)
+
+
+class FakeTable:
+    """One deployment that covers every camera but those ``outside``."""
+
+    def __init__(self, outside=(), persons=None):
+        self.outside, self.deployment = set(outside), deployment(persons)
+
+    def covering(self, camera_id, ts, run_id):
+        return [] if camera_id in self.outside else [self.deployment]
 
 
 def embedding(i: int, vector, *, camera="cam-a", t=None, x=100.0, run_id=None) -> EmbeddingEvent:
@@ -68,11 +98,13 @@ def embedding(i: int, vector, *, camera="cam-a", t=None, x=100.0, run_id=None) -
     )
 
 
-def processor(**match) -> MatchProcessor:
+def processor(outside=(), persons=None, **match) -> MatchProcessor:
     settings = VigilSettings(match=MatchSettings(**match))
     proc = MatchProcessor(settings)
     proc.watchlist = FakeWatchlist({"alice": TEMPLATE})  # nobody else is enrolled
     proc.store = FakeStore()
+    proc.deployments = FakeTable(outside, persons)
+    proc.audit = FakeAudit()
     return proc
 
 
@@ -157,3 +189,47 @@ def test_min_track_faces_one_alerts_on_the_first_face():
     proc = processor(min_track_faces=1)
     outputs = proc.process([embedding(0, ALICE), embedding(1, ALICE)])
     assert len(alerts(outputs)) == 1 and alerts(outputs)[0].track_faces == 1
+
+
+def test_alerts_name_their_deployment_and_case():
+    (alert,) = alerts(processor().process([embedding(i, ALICE) for i in range(3)]))
+    assert (alert.deployment_id, alert.case) == ("dep-1", "case-9")
+
+
+def test_outside_every_deployment_a_face_is_not_searched_and_its_evidence_is_forgotten():
+    proc = processor(outside={"cam-a"})
+    events = [embedding(i, ALICE) for i in range(4)]
+    assert proc.process(events) == [] and proc.watchlist.calls == 0 and proc.tracks == {}
+    proc._delete_due(everything=True)
+    assert sorted(proc.store.deleted) == sorted(k for e in events for k in (e.crop_key, e.snapshot_key))
+    assert proc.audit.events == [("retention_delete", {"rule": "passerby", "bucket": "vigil-evidence", "objects": 8})]
+
+
+def test_only_the_deployments_persons_can_match():
+    assert alerts(processor(persons=["bob"]).process([embedding(i, ALICE) for i in range(4)])) == []
+    assert len(alerts(processor(persons=["alice"]).process([embedding(i, ALICE) for i in range(4)]))) == 1
+
+
+def test_an_ended_track_forgets_its_crops_and_the_frames_no_open_track_holds():
+    proc = processor()
+    stranger = [embedding(i, STRANGER) for i in range(3)]
+    shared = embedding(3, ALICE, t=10.0, x=400.0).model_copy(update={"snapshot_key": stranger[2].snapshot_key})
+    proc.process(stranger)
+    proc.process([shared])  # past the gap: the stranger's track ends; alice's face shares the stranger's last frame
+    proc._delete_due(everything=True)
+    kept = {shared.crop_key, shared.snapshot_key}  # alice's track is open and holds that frame
+    assert sorted(proc.store.deleted) == sorted({k for e in stranger for k in (e.crop_key, e.snapshot_key)} - kept)
+    assert [action for action, _ in proc.audit.events] == ["retention_delete"]
+
+
+def test_a_camera_gone_quiet_ends_its_tracks_and_forgets_them():
+    proc = processor()
+    events = [embedding(i, ALICE) for i in range(3)]
+    outputs = proc.process(events)
+    proc._end_idle_tracks(0.0)
+    assert proc.tracks == {} and [spec for spec, _ in outputs] == [ALERTS]
+    proc._delete_due(everything=True)
+    assert sorted(proc.store.deleted) == sorted(k for e in events for k in (e.crop_key, e.snapshot_key))
+    ended = proc.process([])  # the ends go out with the next batch
+    assert [(spec, e.reason, e.faces, e.alerted_person_ids) for spec, e in ended] == [(TRACKS, "gap", 3, ["alice"])]
+    assert proc.process([]) == []

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.kafka import EventReader
-from schemas.events import AuditEvent
-from schemas.topics import AUDIT
+from datetime import timedelta
+
+from schemas.events import utc_now
 from storage.vectors import Watchlist
+from tests.accountability_helpers import TESTER, audit_requests
 
 pytestmark = [pytest.mark.services, pytest.mark.models]
+NEXT_MONTH = utc_now() + timedelta(days=30)
 
 
 @pytest.fixture
@@ -33,7 +35,7 @@ def test_refuses_no_face_and_several_faces_and_changes_nothing(enroller, face_pa
     blank = tmp_path / "wall.jpg"
     Image.fromarray(np.full((480, 640, 3), 120, np.uint8)).save(blank)
     person = f"refused-{uuid.uuid4().hex[:6]}"
-    result = enroller.enroll(person, [blank, face_pairs / "couple.jpg"], actor="tester", reason="unit test")
+    result = enroller.enroll(person, [blank, face_pairs / "couple.jpg"], actor=TESTER, reason="unit test", expires_at=NEXT_MONTH)
     assert result.enrolled == []
     assert "no face found in wall.jpg" in result.refused[str(blank)]
     assert "faces found in couple.jpg" in result.refused[str(face_pairs / "couple.jpg")]
@@ -41,10 +43,9 @@ def test_refuses_no_face_and_several_faces_and_changes_nothing(enroller, face_pa
     assert person not in enroller.watchlist.persons()
     assert enroller.store.list_keys(enroller.settings.s3.watchlist_bucket, f"{person}/") == []
 
-    with EventReader(enroller.settings.kafka, AUDIT) as reader:
-        audit = [r.event for r in reader.follow(idle_timeout_s=2) if isinstance(r.event, AuditEvent) and r.event.subject == person]
+    audit = audit_requests(enroller.settings, NEXT_MONTH - timedelta(days=31), subject=person)
     assert sorted(a.action for a in audit) == ["enroll_refused", "enroll_refused"]
-    assert all(a.actor == "tester" and a.reason == "unit test" for a in audit)
+    assert all(a.actor == TESTER.name and a.reason == "unit test" for a in audit)
 
 
 def test_enrolls_good_photos_beside_a_refused_one_with_audit(enroller, face_pairs, identities, tmp_path):
@@ -52,21 +53,22 @@ def test_enrolls_good_photos_beside_a_refused_one_with_audit(enroller, face_pair
     unreadable.write_bytes(b"\xff\xd8 definitely not a jpeg")
     person = f"person-{uuid.uuid4().hex[:6]}"
     photos = [face_pairs / name for name in identities["person-01"][:2]] + [unreadable]
-    result = enroller.enroll(person, photos, actor="tester", reason="case 42")
+    result = enroller.enroll(person, photos, actor=TESTER, reason="case 42", expires_at=NEXT_MONTH)
     assert len(result.enrolled) == 2 and "cannot read image" in result.refused[str(unreadable)]
     assert enroller.watchlist.persons()[person] == 2
     assert len(enroller.store.list_keys(enroller.settings.s3.watchlist_bucket, f"{person}/")) == 2
-    with EventReader(enroller.settings.kafka, AUDIT) as reader:
-        audit = [r.event for r in reader.follow(idle_timeout_s=2) if isinstance(r.event, AuditEvent) and r.event.subject == person]
+    audit = audit_requests(enroller.settings, NEXT_MONTH - timedelta(days=31), subject=person)
     enrolled = [a for a in audit if a.action == "enroll"]
     assert len(enrolled) == 1 and enrolled[0].reason == "case 42" and len(enrolled[0].details["photos"]) == 2
+    assert enrolled[0].details["sources"] == [f"photo file {p.name}" for p in photos[:2]]
+    assert {e.expires_at for e in enroller.watchlist.entries(person_id=person)} == {int(NEXT_MONTH.timestamp() * 1000)}
 
 
 def test_a_reason_is_required(enroller, face_pairs):
     from vigil.enroll import EnrollmentError
 
     with pytest.raises(EnrollmentError, match="reason"):
-        enroller.enroll("someone", [face_pairs / "img1.jpg"], actor="tester", reason="  ")
+        enroller.enroll("someone", [face_pairs / "img1.jpg"], actor=TESTER, reason="  ", expires_at=NEXT_MONTH)
 
 
 def _resaved(src, dst):
@@ -83,15 +85,15 @@ def test_refuses_near_duplicates_in_a_request_already_enrolled_and_under_another
     copy = _resaved(first, tmp_path / "copy-of-first.png")
     person = f"person-{uuid.uuid4().hex[:6]}"
 
-    result = enroller.enroll(person, [first, copy, second], actor="tester", reason="case 7")
+    result = enroller.enroll(person, [first, copy, second], actor=TESTER, reason="case 7", expires_at=NEXT_MONTH)
     assert result.enrolled == [str(first), str(second)]  # a different photo of the same person is welcome
     assert f"near-duplicate of {first.name} in this request" in result.refused[str(copy)]
     assert enroller.watchlist.persons()[person] == 2
 
-    again = enroller.enroll(person, [copy], actor="tester", reason="case 7")
+    again = enroller.enroll(person, [copy], actor=TESTER, reason="case 7", expires_at=NEXT_MONTH)
     assert again.enrolled == [] and "already enrolled for this person" in again.refused[str(copy)]
     other = f"other-{uuid.uuid4().hex[:6]}"
-    renamed = enroller.enroll(other, [copy], actor="tester", reason="case 8")
+    renamed = enroller.enroll(other, [copy], actor=TESTER, reason="case 8", expires_at=NEXT_MONTH)
     assert renamed.enrolled == [] and f"already enrolled for {person!r}" in renamed.refused[str(copy)]
     assert enroller.watchlist.persons()[person] == 2 and other not in enroller.watchlist.persons()
     assert enroller.store.list_keys(enroller.settings.s3.watchlist_bucket, f"{other}/") == []
@@ -105,7 +107,7 @@ def test_refuses_a_face_that_fails_the_quality_gate(enroller, face_pairs, identi
     with Image.open(sharp) as img:
         img.convert("RGB").filter(ImageFilter.GaussianBlur(6)).save(blurred, quality=95)
     person = f"person-{uuid.uuid4().hex[:6]}"
-    result = enroller.enroll(person, [blurred], actor="tester", reason="case 9")
+    result = enroller.enroll(person, [blurred], actor=TESTER, reason="case 9", expires_at=NEXT_MONTH)
     assert result.enrolled == []
     assert "fails the quality gate (blurry" in result.refused[str(blurred)]
     assert person not in enroller.watchlist.persons()
