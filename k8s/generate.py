@@ -362,6 +362,7 @@ class JobTemplate:
     cpu: tuple[str, str]  # request, limit
     memory: tuple[str, str]
     photos: bool = False  # mounts the Secret vigil-enrol-photos at /photos
+    optional: tuple[str, ...] = ()  # request keys that may be left out
 
 
 JOBS: tuple[JobTemplate, ...] = (
@@ -371,9 +372,10 @@ JOBS: tuple[JobTemplate, ...] = (
     JobTemplate("remove", "vigil-enrol", ("vigil", "remove", "$(PERSON)", "--reason", "$(REASON)"),
                 ("PERSON", "REASON"), ("100m", "500m"), ("512Mi", "1Gi")),
     JobTemplate("deployment", "vigil-authorise",
-                ("vigil", "deployment", "start", "--case", "$(CASE)", "--purpose", "$(PURPOSE)", "--cameras", "$(CAMERAS)",
-                 "--until", "$(UNTIL)"),
-                ("CASE", "PURPOSE", "CAMERAS", "UNTIL"), ("100m", "500m"), ("512Mi", "1Gi")),
+                ("sh", "-c", 'exec vigil deployment start --case "$CASE" --purpose "$PURPOSE" --cameras "$CAMERAS" --until "$UNTIL"'
+                             ' ${FROM:+--from "$FROM"} ${PERSONS:+--persons "$PERSONS"} ${RETROSPECTIVE:+--retrospective}'),
+                ("CASE", "PURPOSE", "CAMERAS", "UNTIL"), ("100m", "500m"), ("512Mi", "1Gi"),
+                optional=("FROM", "PERSONS", "RETROSPECTIVE")),
     JobTemplate("replay", "vigil-replay",
                 ("vigil", "replay", "--camera", "$(CAMERA)", "--from", "$(FROM)", "--to", "$(TO)", "--deployment", "$(DEPLOYMENT)",
                  "--reason", "$(REASON)", "--alerts-idle", "60"),
@@ -387,6 +389,7 @@ def cron_job(job: JobTemplate) -> dict:
     request = f"{name}-request"
     env = [{"name": "USER", "valueFrom": {"configMapKeyRef": {"name": request, "key": "OPERATOR"}}}]
     env += [{"name": key, "valueFrom": {"configMapKeyRef": {"name": request, "key": key}}} for key in job.params]
+    env += [{"name": key, "valueFrom": {"configMapKeyRef": {"name": request, "key": key, "optional": True}}} for key in job.optional]
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes = [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
     if job.photos:
