@@ -198,7 +198,7 @@ class MatchSettings(_Section):
     track_similarity: float = Field(0.5, ge=-1, le=1, description="Cosine similarity to a track's mean embedding at which a face joins the track.")
     track_iou_bonus: float = Field(0.2, ge=0, le=1, description="How much overlap with the track's last box lowers that similarity: by this times the IoU.")
     max_tracks_per_camera: int = Field(32, ge=1, description="Open tracks held per (run, camera); the least recently seen is ended (reason evicted) beyond this.")
-    track_idle_s: float = Field(5.0, gt=0, description="A track also ends when match has seen no face of its camera for this many seconds of wall time "
+    track_idle_s: float = Field(10.0, gt=0, description="A track also ends when match has seen no face of its camera for this many seconds of wall time "
                                                        "(the camera went quiet, or its source ended), so its passers-by are forgotten.")
 
 

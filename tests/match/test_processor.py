@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -9,11 +10,15 @@ import numpy as np
 import pytest
 
 from runtime.imaging import encode_jpeg
-from schemas.events import EmbeddingEvent, FrameEvent
+from schemas.events import EmbeddingEvent, FrameEvent, utc_now
 from schemas.topics import ALERTS, TRACKS
 from storage.objects import ObjectStore
 from storage.vectors import Watchlist
+from tests.accountability_helpers import audit_requests, deploy
 from tests.conftest import load_rgb
+from tests.ingest.conftest import wait_for
+
+LATER = datetime.now(timezone.utc) + timedelta(days=1)  # watchlist entries expire; these outlive the test
 
 pytestmark = [pytest.mark.services, pytest.mark.models]
 
@@ -41,7 +46,7 @@ def test_match_alerts_once_per_track_and_copies_evidence(stage_settings, detecto
     person = identities["person-01"]
     watchlist = Watchlist(stage_settings.milvus)
     watchlist.ensure_collection()
-    watchlist.add("person-01", np.stack([vector(person[0]), vector(person[1])]), ["p/1.jpg", "p/2.jpg"], enrolled_by="test", reason="test")
+    watchlist.add("person-01", np.stack([vector(person[0]), vector(person[1])]), ["p/1.jpg", "p/2.jpg"], enrolled_by="test", reason="test", expires_at=LATER)
 
     store = ObjectStore(stage_settings.s3)
     store.ensure_buckets()
@@ -49,11 +54,12 @@ def test_match_alerts_once_per_track_and_copies_evidence(stage_settings, detecto
     store.put_bytes(bucket, "transient/cam-a/x/snap.jpg", b"\xff\xd8snap", "image/jpeg")
     store.put_bytes(bucket, "transient/cam-a/x/crop.jpg", b"\xff\xd8crop", "image/jpeg")
 
+    run_id = uuid.uuid4().hex
+    deployment = deploy(stage_settings, ["cam-a"], run_ids=(run_id,), starts_at=T0 - timedelta(hours=1))
     processor = MatchProcessor(stage_settings)
     processor.start()
     same = vector(person[3])
     stranger = vector(identities["person-03"][0])
-    run_id = uuid.uuid4().hex
     keys = ("transient/cam-a/x/crop.jpg", "transient/cam-a/x/snap.jpg")
     events = [embedding_event(v, "cam-a", *keys, t=i / 6, run_id=run_id) for i, v in enumerate((same, same, same, stranger))]
     watchlist.search(same[None], consistency_level="Strong")  # the index has seen the enrolment
@@ -67,11 +73,14 @@ def test_match_alerts_once_per_track_and_copies_evidence(stage_settings, detecto
     assert store.get_bytes(bucket, alert.crop_key) == b"\xff\xd8crop"
     assert store.get_bytes(bucket, alert.snapshot_key) == b"\xff\xd8snap"
     assert alert.crop_key.startswith("alerts/cam-a/")
+    assert (alert.deployment_id, alert.case) == (deployment.deployment_id, deployment.case)
     # The same faces redelivered give the same alert id (consumers deduplicate on it), to this processor or a fresh one.
     assert [e.alert_id for _, e in processor.process(events[:2])] == [alert.alert_id]
     fresh = MatchProcessor(stage_settings)
     fresh.start()
     assert [e.alert_id for _, e in fresh.process(events[:2])] == [alert.alert_id]
+    processor.stop()
+    fresh.stop()
     watchlist.drop()
 
 
@@ -103,8 +112,13 @@ def pipeline(stage_settings, detector, embedder, face_pairs, identities):
     vectors = embedder.embed([detector.detect([load_rgb(face_pairs / name, max_side=960)])[0][0].crop for name in enrolled])
     watchlist = Watchlist(stage_settings.milvus)
     watchlist.ensure_collection()
-    watchlist.add("person-01", vectors, [f"p/{name}" for name in enrolled], enrolled_by="test", reason="test")
+    watchlist.add("person-01", vectors, [f"p/{name}" for name in enrolled], enrolled_by="test", reason="test", expires_at=LATER)
     watchlist.search(vectors[:1], consistency_level="Strong")  # the index has seen the enrolment
+    stage_settings.match.track_idle_s = 300.0  # the models take seconds per batch here: tracks end by their gap
+    stage_settings.retention.passerby_grace_s = 0.5
+    run_id = uuid.uuid4().hex
+    deployment = deploy(stage_settings, ["cam-x", "cam-y", "cam-z"], run_ids=(run_id,), case="case-pipeline",
+                        starts_at=T0 - timedelta(hours=1))
     stages = [DetectProcessor(stage_settings), EmbedProcessor(stage_settings), MatchProcessor(stage_settings)]
     for stage in stages:
         stage.start()
@@ -123,14 +137,17 @@ def pipeline(stage_settings, detector, embedder, face_pairs, identities):
     run.match = stages[2]
     run.watchlist = watchlist
     run.templates = vectors
+    run.run_id, run.deployment = run_id, deployment
     yield run
+    for stage in stages:
+        stage.stop()
     watchlist.drop()
 
 
 def test_an_enrolled_person_crossing_the_scene_gives_exactly_one_alert(pipeline, stage_settings, face_pairs, identities, tmp_path):
     from synthetic.footage import Scene, make_footage
 
-    run_id = uuid.uuid4().hex
+    run_id = pipeline.run_id
     scenes = [Scene(None, 6, None), Scene(face_pairs / identities["person-01"][3], 48, "person-01"), Scene(None, 18, None)]
     truth = make_footage(tmp_path / "cross.mp4", scenes, fps=FPS, size=(640, 360))
     frames = footage_frames(truth.path, "cam-x", run_id)
@@ -174,7 +191,7 @@ def test_a_similar_looking_stranger_below_the_threshold_gives_none(pipeline, sta
     score, person, name = max(c for c in candidates if c[0] < threshold - 0.05)
     assert score > 0.2, candidates  # a lookalike by this model's standards (strangers score about 0)
 
-    run_id = uuid.uuid4().hex
+    run_id = pipeline.run_id
     truth = make_footage(tmp_path / "stranger.mp4", [Scene(face_pairs / name, 48, person)], fps=FPS, size=(640, 360))
     faces, outputs = pipeline(footage_frames(truth.path, "cam-y", run_id))
     assert faces >= 40
@@ -183,3 +200,46 @@ def test_a_similar_looking_stranger_below_the_threshold_gives_none(pipeline, sta
     assert sum(t.faces for t in tracks) == faces and not any(t.alerted for t in tracks)
     evidence = [t.persons["person-01"] for t in tracks if "person-01" in t.persons]
     assert evidence and max(e.best_score for e in evidence) < threshold
+
+
+def test_outside_deployments_nothing_inside_named_alerts_and_passers_by_forgotten_within_seconds(
+        pipeline, stage_settings, face_pairs, identities, tmp_path):
+    from synthetic.footage import Scene, make_footage
+
+    scenes = [Scene(face_pairs / identities["person-01"][3], 18, "person-01"), Scene(face_pairs / identities["person-03"][0], 18, "person-03")]
+    truth = make_footage(tmp_path / "two.mp4", scenes, fps=FPS, size=(640, 360))
+    store, bucket = ObjectStore(stage_settings.s3), stage_settings.s3.evidence_bucket
+
+    # Outside every deployment (a run none is bound to): the same footage raises nothing, and nothing is stored.
+    faces, outputs = pipeline(footage_frames(truth.path, "cam-z", uuid.uuid4().hex))
+    assert (faces, outputs) == (0, [])
+    assert store.list_keys(bucket, "transient/cam-z/") == []
+
+    # Inside: one alert, naming its deployment and case.
+    began = utc_now()
+    frames = footage_frames(truth.path, "cam-z", pipeline.run_id)
+    faces, outputs = pipeline(frames)
+    (alert,) = [event for spec, event in outputs if spec is ALERTS]
+    assert (alert.person_id, alert.deployment_id, alert.case) == ("person-01", pipeline.deployment.deployment_id, "case-pipeline")
+
+    # A face a minute later ends what is still open (person-01's track ended in the stranger's scene, by its gap);
+    # within seconds every ended track's frames and crops are gone, matched or not.
+    again = uuid.uuid4().hex
+    later = frames[5].model_copy(update={"event_id": again, "trace_id": again, "source_ts": T0 + timedelta(seconds=60)})
+    _, more = pipeline([later])
+    assert sorted(e.alerted_person_ids for spec, e in outputs + more if spec is TRACKS) == [[], ["person-01"]]
+    open_track = {k for k in store.list_keys(bucket, "transient/cam-z/") if again in k}
+    ended_at = time.monotonic()
+    wait_for(lambda: set(store.list_keys(bucket, "transient/cam-z/")) == open_track, 15, "the ended tracks' evidence to go")
+    forgotten_s = time.monotonic() - ended_at
+    assert len(open_track) == 2 and forgotten_s < 5
+    assert store.get_bytes(bucket, alert.crop_key)[:2] == b"\xff\xd8" and store.exists(bucket, alert.snapshot_key)
+    deletions = [e for e in audit_requests(stage_settings, began, action="retention_delete") if e.details["rule"] == "passerby"]
+    assert sum(e.details["objects"] for e in deletions) == 2 * faces and deletions[0].subject == f"s3://{bucket}"  # a frame, a crop
+    assert set(deletions[0].details) == {"rule", "bucket", "objects", "via"}  # counts only: no key, no face
+
+    # When match stops, the open track's evidence goes too: only alert evidence is left of this camera.
+    pipeline.match.stop()
+    assert store.list_keys(bucket, "transient/cam-z/") == []
+    assert sorted(store.list_keys(bucket, "alerts/cam-z/")) == sorted([alert.crop_key, alert.snapshot_key])
+    print(f"passers-by forgotten {forgotten_s:.1f} s after their track ended")
