@@ -1,0 +1,81 @@
+"""Create the watchlist's Milvus roles and one user per principal that opens it (docs/deploy.md, step 4).
+
+Enrolment's user may create the collection and write it; match's, the console's and the deployment task's may
+only load, search and query it. Run once with the root token, after turning Milvus authorization on::
+
+    MILVUS_ROOT_TOKEN=root:... python k8s/milvus_roles.py --uri http://vigil-milvus-milvus.milvus.svc:19530
+
+It prints ``principal token`` for each user it created (put the token in the principal's credentials Secret as
+VIGIL_MILVUS__TOKEN); existing roles and users are kept, their passwords untouched. Milvus names allow no ``-``,
+so principal ``vigil-match`` is user ``vigil_match``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from pymilvus import MilvusClient
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from runtime.settings import MilvusSettings  # noqa: E402
+
+# Who opens the watchlist, and how: enrolment writes it, the others only read (principals of k8s/generate.py).
+ACCESS: dict[str, str] = {"vigil-match": "reader", "vigil-console": "reader", "vigil-authorise": "reader", "vigil-enrol": "writer"}
+READ = ("Load", "GetLoadState", "GetLoadingProgress", "Search", "Query", "IndexDetail")
+# Privileges on the collection, and global ones (the collection's existence is a global question in Milvus).
+ROLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "reader": (READ, ("DescribeCollection", "ShowCollections")),
+    "writer": (READ + ("Insert", "Delete", "Upsert", "Flush", "CreateIndex"), ("DescribeCollection", "ShowCollections", "CreateCollection")),
+}
+
+
+def user_name(principal: str) -> str:
+    return principal.replace("-", "_")
+
+
+def role_name(access: str) -> str:
+    return f"vigil_watchlist_{access}"
+
+
+def create(client: MilvusClient, collection: str, access: dict[str, str]) -> dict[str, str]:
+    """The roles, their grants and the users; returns ``{principal: token}`` for the users created now."""
+    for access_kind, (on_collection, global_) in ROLES.items():
+        role = role_name(access_kind)
+        if role not in client.list_roles():
+            client.create_role(role)
+        for privilege in on_collection:
+            client.grant_privilege(role, "Collection", privilege, collection)
+        for privilege in global_:
+            client.grant_privilege(role, "Global", privilege, "*")
+    tokens = {}
+    existing = set(client.list_users())
+    for principal, access_kind in access.items():
+        user = user_name(principal)
+        if user not in existing:
+            password = secrets.token_urlsafe(24)
+            client.create_user(user, password)
+            tokens[principal] = f"{user}:{password}"
+        client.grant_role(user, role_name(access_kind))
+    return tokens
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python k8s/milvus_roles.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--uri", required=True)
+    parser.add_argument("--collection", default=MilvusSettings().collection)
+    args = parser.parse_args(argv)
+    client = MilvusClient(uri=args.uri, token=os.environ["MILVUS_ROOT_TOKEN"])
+    for principal, token in create(client, args.collection, ACCESS).items():
+        print(principal, token)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

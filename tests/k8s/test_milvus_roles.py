@@ -1,0 +1,55 @@
+"""k8s/milvus_roles.py against the local stack's Milvus: the writer enrols, a reader searches and may not write."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import uuid
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+from pydantic import SecretStr
+from pymilvus import MilvusClient
+
+from storage.vectors import DIM, Watchlist
+from tests.k8s.manifests import K8S, generator
+
+pytestmark = pytest.mark.services
+
+
+def roles_script():
+    spec = importlib.util.spec_from_file_location("vigil_milvus_roles", K8S / "milvus_roles.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_milvus_user_is_a_principal():
+    assert set(roles_script().ACCESS) <= {p.name for p in generator().principals()}
+    assert [p for p, access in roles_script().ACCESS.items() if access == "writer"] == ["vigil-enrol"]
+
+
+def test_the_reader_searches_and_cannot_write(stack):
+    roles = roles_script()
+    settings = stack.settings.milvus
+    collection = f"roles_{uuid.uuid4().hex[:8]}"
+    access = {f"vigil-reader-{collection}": "reader", f"vigil-writer-{collection}": "writer"}
+    tokens = roles.create(MilvusClient(uri=settings.uri, token=settings.token.get_secret_value()), collection, access)
+    assert set(tokens) == set(access)
+
+    def as_user(principal: str) -> Watchlist:
+        return Watchlist(settings.model_copy(update={"collection": collection, "token": SecretStr(tokens[principal])}))
+
+    vector = np.zeros((1, DIM), np.float32)
+    vector[0, 0] = 1
+    expires = datetime(2100, 1, 1, tzinfo=timezone.utc)
+    with as_user(f"vigil-writer-{collection}") as writer:
+        writer.ensure_collection()  # enrolment creates the collection
+        writer.add("p-1", vector, ["k-1"], "tester", "roles check", expires_at=expires)
+    with as_user(f"vigil-reader-{collection}") as reader:
+        reader.ensure_collection()  # what match does at start-up: finds and loads it
+        assert [hit.person_id for hit in reader.search(vector, limit=1)[0]] == ["p-1"]
+        with pytest.raises(Exception, match="(?i)permission"):
+            reader.add("p-2", vector, ["k-2"], "tester", "not allowed", expires_at=expires)
