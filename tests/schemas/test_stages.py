@@ -11,11 +11,27 @@ from vigil.cli import build_parser
 
 def test_topology_is_a_chain_in_pipeline_order():
     seen: set[str] = set()
-    for stage in stages.ALL_STAGES:
+    for stage in stages.PIPELINE_STAGES:
         if stage.source is not None:
             assert stage.source.name in seen, f"{stage.name} reads {stage.source.name}, which no earlier stage writes"
         seen.update(t.name for t in stage.outputs)
     assert topics.ALERTS.name in seen
+
+
+def test_the_audit_stage_alone_writes_the_sealed_log_from_the_requests_everyone_writes():
+    assert stages.ALL_STAGES == (*stages.PIPELINE_STAGES, stages.AUDIT_SEQUENCER)
+    assert stages.AUDIT_SEQUENCER.source is topics.AUDIT_REQUESTS and stages.AUDIT_SEQUENCER.outputs == (topics.AUDIT,)
+    assert [s for s in stages.ALL_STAGES if topics.AUDIT in s.outputs] == [stages.AUDIT_SEQUENCER]
+    assert topics.AUDIT_REQUESTS.partitions == topics.AUDIT.partitions == 1  # one total order, one active sequencer
+    assert stages.PIPELINE_STREAM_STAGES == tuple(s for s in stages.STREAM_STAGES if s is not stages.AUDIT_SEQUENCER)
+
+
+def test_face_topics_keep_minutes_in_short_segments_and_the_audit_for_ever():
+    for topic in (topics.FRAMES, topics.FACES, topics.EMBEDDINGS):
+        assert topic.retention_ms <= 15 * topics.MINUTE_MS and int(topic.configs["segment.ms"]) <= topic.retention_ms
+    assert topics.DEAD_LETTERS.retention_ms <= topics.HOUR_MS and "segment.ms" in topics.DEAD_LETTERS.configs
+    assert topics.AUDIT.retention_ms == topics.AUDIT_REQUESTS.retention_ms == -1
+    assert topics.DEPLOYMENTS.cleanup_policy == "compact"
 
 
 def test_topics_of_the_topology_are_registered_and_written_once():
@@ -46,10 +62,10 @@ def test_ingest_entrypoint_is_the_ingest_service():
 
 
 def test_producer_of_each_stage_source():
-    for stage in stages.STREAM_STAGES:
+    for stage in stages.PIPELINE_STREAM_STAGES:
         assert stage.source in stages.producer_of(stage.source).outputs
     with pytest.raises(KeyError, match="no stage produces"):
-        stages.producer_of(topics.AUDIT)
+        stages.producer_of(topics.AUDIT_REQUESTS)
 
 
 def test_cli_offers_exactly_the_registered_stages():

@@ -5,18 +5,25 @@ show *other* photos of them, each followed by strangers. The alerts topic must
 carry exactly (person-01, cam-a) and (person-02, cam-b), each raised while
 that person was on screen; the alert evidence must exist in S3; strangers
 raise nothing. A malformed event on the frames topic, and a camera whose file
-is corrupt, must not stop the rest.
+is corrupt, must not stop the rest. The run is a deployment of its own: every
+alert names it, and once the run is over no S3 object holds a frame or crop
+that no alert refers to (the deletions audited with counts).
 """
 
 from __future__ import annotations
 
+import uuid
+from datetime import timedelta
+
 import pytest
 
+from accountability.audit import AuditLog
 from runtime.kafka import EventReader
-from schemas.events import AlertEvent
+from schemas.events import AlertEvent, utc_now
 from schemas.topics import ALERTS, DEAD_LETTERS, FRAMES
 from storage.objects import ObjectStore
 from synthetic.footage import Scene, make_footage
+from tests.accountability_helpers import TESTER, audit_requests
 from tests.kafka_helpers import send_raw
 
 pytestmark = [pytest.mark.services, pytest.mark.models]
@@ -30,16 +37,13 @@ FPS = 6
 @pytest.mark.slow
 def test_pipeline_end_to_end(stack, people, tmp_path, monkeypatch):
     from vigil.enroll import Enroller
-    from vigil.run import PipelineRun
+    from vigil.run import PipelineRun, run_deployment
 
+    tag = uuid.uuid4().hex[:8]
+    for role in ("evidence", "frames"):  # buckets of this run's own: everything in them is this run's
+        monkeypatch.setenv(f"VIGIL_S3__{role.upper()}_BUCKET", f"test-{tag}-{role}")
+    monkeypatch.setenv("VIGIL_RETENTION__PASSERBY_GRACE_S", "0.5")
     settings = stack.settings
-    enroller = Enroller(settings)
-    try:
-        for person, count in ENROLLED.items():
-            result = enroller.enroll(person, people[person][:count], actor="test-suite", reason="end-to-end test")
-            assert len(result.enrolled) >= 2, result.refused
-    finally:
-        enroller.close()
 
     # Each camera: the enrolled person's other photos, then two strangers.
     cameras = {"cam-a": "person-01", "cam-b": "person-02"}
@@ -58,12 +62,25 @@ def test_pipeline_end_to_end(stack, people, tmp_path, monkeypatch):
 
     monkeypatch.setenv("VIGIL_INGEST__TARGET_FPS", str(FPS))  # the stage processes read their settings from env
     run = PipelineRun(settings, sources, home=stack.home or tmp_path)
-    summary = run.execute()
+    began = utc_now()
+    with AuditLog(settings) as audit, run_deployment(settings, TESTER, run, case="case-e2e", reason="end-to-end test",
+                                                     persons=sorted(ENROLLED), audit=audit) as use:
+        enroller = Enroller(settings, audit=audit)
+        try:
+            for person, count in ENROLLED.items():
+                result = enroller.enroll(person, people[person][:count], actor=TESTER, reason="end-to-end test",
+                                         expires_at=utc_now() + timedelta(days=1), deployment_id=use.deployment.deployment_id)
+                assert len(result.enrolled) >= 2, result.refused
+                use.entry_ids += result.entry_ids
+        finally:
+            enroller.close()
+        summary = run.execute()
 
     # The alerts topic, read independently of the runner, as a downstream consumer would.
     with EventReader(settings.kafka, ALERTS) as reader:
         alerts = [r.event for r in reader.follow(idle_timeout_s=3) if isinstance(r.event, AlertEvent) and r.event.run_id == run.run_id]
     assert {(a.person_id, a.camera_id) for a in alerts} == {("person-01", "cam-a"), ("person-02", "cam-b")}
+    assert {(a.deployment_id, a.case) for a in alerts} == {(use.deployment.deployment_id, "case-e2e")}
     assert sorted(a.alert_id for a in alerts) == sorted(a.alert_id for a in summary.alerts)
 
     # Each camera's clock: the source time of its first frame (frame index 0) in this run.
@@ -92,3 +109,14 @@ def test_pipeline_end_to_end(stack, people, tmp_path, monkeypatch):
     with EventReader(settings.kafka, DEAD_LETTERS) as reader:
         letters = [r.event for r in reader.follow(idle_timeout_s=3) if r.event is not None]
     assert any(letter.source_topic == FRAMES.name and "camera_id" in letter.error for letter in letters)
+
+    # Passers-by forgotten: of every frame and crop the run stored, only the alerts' evidence is left, in any bucket.
+    evidence = set(store.list_keys(settings.s3.evidence_bucket))
+    assert evidence == {key for a in alerts for key in (a.snapshot_key, a.crop_key)}, sorted(evidence)[:5]
+    assert store.list_keys(settings.s3.frames_bucket) == []
+    deleted = [e for e in audit_requests(settings, began, action="retention_delete") if e.details["rule"] == "passerby"]
+    assert sum(e.details["objects"] for e in deleted) >= summary.counts["faces"]  # a crop per face, and their frames
+    # The run's deployment ended, and the entries enrolled for it expired with it.
+    actions = [e.action for e in audit_requests(settings, began, deployment_id=use.deployment.deployment_id)]
+    assert actions[0] == "deployment_start" and actions[-1] == "deployment_end" and actions.count("enroll") == 2
+    assert {e.subject for e in audit_requests(settings, began, action="expire")} >= set(ENROLLED)
