@@ -1,50 +1,87 @@
-"""The console's one door to the accountability code: audit, watchlist and deployment actions, as the CLI does them.
+"""The console's one door to the accountability code: the same audit, watchlist and deployment functions the CLI calls.
 
-Every function takes the authenticated user as ``actor``. An audit event that
-cannot be written raises, so the action it records does not happen.
+Every call names the authenticated console user as the ``Actor``. An audit
+event that cannot be written raises ``AuditUnavailable``, and the action it
+records does not happen. The clients (audit producer, deployments producer,
+the enroller with its models) are made on first use and shared.
 """
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
+from pathlib import Path
 
-from runtime.kafka import EventProducer, EventReader
+from accountability.actors import Actor
+from accountability.audit import AuditFilter, AuditLog, ChainReport, show, verify
+from accountability.deployments import DeploymentRequest, Deployments
+from accountability.watchlist import Erasure, remove_person
+from console.users import User
 from runtime.settings import VigilSettings
-from schemas.events import AuditEvent, utc_now
-from schemas.topics import AUDIT
+from schemas.events import AuditEvent, DeploymentEvent
 
-AUDIT_SCOPE = "console"  # camera_id of the console's audit events
-SEND_TIMEOUT_S = 15.0
+
+def actor_of(user: User) -> Actor:
+    return Actor(user.name, "console", frozenset(role.value for role in user.roles))
 
 
 class Actions:
     def __init__(self, settings: VigilSettings):
         self.settings = settings
-        self._producer: EventProducer | None = None
+        self._lock = threading.Lock()
+        self._audit: AuditLog | None = None
+        self._deployments: Deployments | None = None
+        self._enroller = None
 
-    def audit(self, *, actor: str, action: str, subject: str, reason: str, details: dict) -> None:
-        """Write one audit event and wait until the broker has it."""
-        self._producer = self._producer or EventProducer(self.settings.kafka, client_id="vigil-console-audit")
-        now = utc_now()
-        event = AuditEvent(camera_id=AUDIT_SCOPE, source_ts=now, trace_id=f"audit-{now.timestamp():.6f}",
-                           actor=actor, action=action, subject=subject, reason=reason, details=details)
-        self._producer.send(AUDIT, event).get(timeout=SEND_TIMEOUT_S)
+    @property
+    def audit_log(self) -> AuditLog:
+        with self._lock:
+            self._audit = self._audit or AuditLog(self.settings, client_id="vigil-console")
+            return self._audit
 
-    def audit_log(self, *, person: str | None = None, actor: str | None = None, action: str | None = None,
-                  since: datetime | None = None, until: datetime | None = None) -> list[AuditEvent]:
-        """The audit events that match every filter given, oldest first."""
-        events = []
-        with EventReader(self.settings.kafka, AUDIT) as reader:
-            while True:
-                batch = reader.read(timeout_s=0.5)
-                events += [r.event for r in batch if isinstance(r.event, AuditEvent)]
-                if not batch and reader.at_end():
-                    break
-        return [e for e in events
-                if (person is None or e.subject == person) and (actor is None or e.actor == actor)
-                and (action is None or e.action == action)
-                and (since is None or e.produced_at >= since) and (until is None or e.produced_at < until)]
+    def audit(self, actor: Actor, action: str, subject: str, reason: str, details: dict | None = None, *,
+              deployment_id: str | None = None) -> AuditEvent:
+        """Record ``action`` before it happens; raises when the record is not acknowledged."""
+        return self.audit_log.append(actor, action, subject, reason, details, deployment_id=deployment_id)
+
+    def audit_events(self, where: AuditFilter) -> list[AuditEvent]:
+        return show(self.settings, where)
+
+    def verify_audit(self) -> ChainReport:
+        return verify(self.settings)
+
+    # ------------------------------------------------------------ deployments
+
+    @property
+    def deployments(self) -> Deployments:
+        audit = self.audit_log  # takes the lock itself
+        with self._lock:
+            self._deployments = self._deployments or Deployments(self.settings, audit=audit)
+            return self._deployments
+
+    def list_deployments(self) -> list[DeploymentEvent]:
+        return self.deployments.list()
+
+    def start_deployment(self, actor: Actor, request: DeploymentRequest) -> DeploymentEvent:
+        return self.deployments.start(actor, request)
+
+    def end_deployment(self, actor: Actor, deployment_id: str, reason: str) -> DeploymentEvent:
+        return self.deployments.end(actor, deployment_id, reason)
+
+    # ------------------------------------------------------------ watchlist
+
+    def enrol(self, actor: Actor, person_id: str, photos: list[Path], *, reason: str, expires_at: datetime, source: str | None):
+        from vigil.enroll import Enroller  # the models load on the first enrolment only
+
+        audit = self.audit_log
+        with self._lock:
+            self._enroller = self._enroller or Enroller(self.settings, audit=audit)
+        return self._enroller.enroll(person_id, photos, actor=actor, reason=reason, expires_at=expires_at, source=source)
+
+    def remove(self, actor: Actor, person_id: str, reason: str) -> Erasure:
+        return remove_person(self.settings, actor, person_id, reason, audit=self.audit_log)
 
     def close(self) -> None:
-        if self._producer:
-            self._producer.close(timeout_s=5)
+        for client in (self._enroller, self._deployments, self._audit):
+            if client is not None:
+                client.close()

@@ -22,7 +22,12 @@ from kafka.errors import KafkaError
 from console.actions import Actions
 from console.auth import LoginLimiter, Sessions, Trust, authenticated
 from console.reviews import Refused, ReviewDesk
-from console.users import UserError, UserStore, users_path
+from accountability.actors import NotAuthorised
+from accountability.deployments import DeploymentError
+from accountability.topics import NotRecorded
+from accountability.watchlist import NothingToRemove
+from console.proposals import ProposalStore
+from console.users import UserError, UserStore, state_dir
 from runtime.kafka import BrokerUnavailable
 from runtime.settings import VigilSettings
 from storage.objects import ObjectNotFound, ObjectStore, StorageError
@@ -41,7 +46,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 # A dependency is down: the request may succeed later (503), and nothing was done without its audit event.
-UNAVAILABLE = (KafkaError, BrokerUnavailable, StorageError, WatchlistError, ConnectionError, TimeoutError)
+UNAVAILABLE = (NotRecorded, KafkaError, BrokerUnavailable, StorageError, WatchlistError, ConnectionError, TimeoutError)
 
 
 @dataclass
@@ -57,6 +62,7 @@ class ConsoleContext:
     desk: ReviewDesk
     actions: Actions
     store: ObjectStore
+    proposals: ProposalStore
 
 
 def create_app(settings: VigilSettings) -> FastAPI:
@@ -65,11 +71,13 @@ def create_app(settings: VigilSettings) -> FastAPI:
 
     cfg = settings.console
     actions = Actions(settings)
+    home = state_dir(cfg)
     ctx = ConsoleContext(
-        settings=settings, users=UserStore(users_path(cfg)), sessions=Sessions(cfg.session_ttl_s),
+        settings=settings, users=UserStore(home / "users.json"), sessions=Sessions(cfg.session_ttl_s),
         limiter=LoginLimiter(cfg.login_max_failures, cfg.login_window_s),
         trust=Trust(cfg.trusted_proxies, cfg.proxy_user_header), secret=secrets.token_bytes(32),
         desk=ReviewDesk(settings, actions.audit), actions=actions, store=ObjectStore(settings.s3),
+        proposals=ProposalStore(home / "proposals"),
     )
 
     @asynccontextmanager
@@ -105,6 +113,18 @@ def create_app(settings: VigilSettings) -> FastAPI:
     @app.exception_handler(ObjectNotFound)
     async def not_found(request: Request, exc: ObjectNotFound):
         return JSONResponse({"detail": "no such image"}, status_code=404)
+
+    @app.exception_handler(NothingToRemove)
+    async def nothing(request: Request, exc: NothingToRemove):
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(NotAuthorised)
+    async def not_authorised(request: Request, exc: NotAuthorised):
+        return JSONResponse({"detail": str(exc)}, status_code=403)
+
+    @app.exception_handler(DeploymentError)
+    async def deployment_refused(request: Request, exc: DeploymentError):
+        return JSONResponse({"detail": str(exc)}, status_code=409)
 
     for kind in UNAVAILABLE:
         app.add_exception_handler(kind, _unavailable)

@@ -20,10 +20,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
+from accountability.actors import Actor
 from runtime.kafka import EventProducer, EventReader, ensure_topics
 from runtime.settings import VigilSettings
 from schemas.events import AlertEvent, ConfirmedAlertEvent, ReviewDecisionEvent
-from schemas.topics import ALERTS, AUDIT, CONFIRMED, REVIEWS
+from schemas.topics import ALERTS, AUDIT_REQUESTS, CONFIRMED, REVIEWS
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def confirmed_event(review: Review) -> ConfirmedAlertEvent:
                                confirmed_by=review.confirmed_by, decision_event_ids=[d.event_id for d in review.confirmations])
 
 
-Audit = Callable[..., None]  # (actor=, action=, subject=, reason=, details=) -> None, raising when not written
+Audit = Callable[..., object]  # console.actions.Actions.audit: raises when the record is not written
 
 
 class ReviewDesk:
@@ -154,7 +155,7 @@ class ReviewDesk:
                 self._stop.wait(2.0)
 
     def _follow(self) -> None:
-        ensure_topics(self.settings.kafka, [ALERTS, REVIEWS, CONFIRMED, AUDIT])
+        ensure_topics(self.settings.kafka, [ALERTS, REVIEWS, CONFIRMED, AUDIT_REQUESTS])
         self._producer = self._producer or EventProducer(self.settings.kafka, client_id="vigil-console")
         readers = [EventReader(self.settings.kafka, spec) for spec in (REVIEWS, CONFIRMED, ALERTS)]
         try:
@@ -200,21 +201,21 @@ class ReviewDesk:
             raise Refused(404, f"no alert {alert_id}")
         return review
 
-    def decide(self, alert_id: str, reviewer: str, decision: Literal["confirm", "reject"], note: str | None) -> Review:
+    def decide(self, alert_id: str, reviewer: Actor, decision: Literal["confirm", "reject"], note: str | None) -> Review:
         """Record ``reviewer``'s decision: audited, then written to the reviews topic, then folded; publish on confirmation."""
         if not self.caught_up.is_set():
             raise Refused(503, "review state is still being read from the reviews topic; try again shortly")
         with self.lock:
-            refusal = self.book.refusal(alert_id, reviewer)
+            refusal = self.book.refusal(alert_id, reviewer.name)
             if refusal:
                 raise refusal
             review = self.book.reviews[alert_id]
             alert = review.alert
             event = ReviewDecisionEvent(**alert.lineage(), alert_id=alert_id, person_id=alert.person_id, decision=decision,
-                                        reviewer=reviewer, note=note or None)
-            self.audit(actor=reviewer, action="review", subject=alert.person_id, reason=f"alert review: {decision}",
-                       details={"alert_id": alert_id, "decision": decision, "decision_event_id": event.event_id,
-                                "camera_id": alert.camera_id, "note": note or ""})
+                                        reviewer=reviewer.name, note=note or None)
+            self.audit(reviewer, "review", alert.person_id, f"alert review: {decision}",
+                       {"alert_id": alert_id, "decision": decision, "decision_event_id": event.event_id,
+                        "camera_id": alert.camera_id, "note": note or ""}, deployment_id=alert.deployment_id)
             self._producer.send(REVIEWS, event).get(timeout=SEND_TIMEOUT_S)
             self.book.apply(event)
             if review.status == "confirmed":

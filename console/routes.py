@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
+import dataclasses
+import tempfile
 from datetime import datetime
+from pathlib import Path as FilePath
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from PIL import Image, UnidentifiedImageError
 
+from accountability.audit import AuditFilter
+from accountability.deployments import DeploymentRequest
+from console.actions import actor_of
 from console.app import ConsoleContext
 from console.auth import COOKIE, Identity, authenticated, require
-from console.models import AlertDetail, AlertImages, AlertOut, Decision, Health, Login, Me, NewUser, Problem, UserChange, UserOut
+from console.models import (AlertDetail, AlertImages, AlertOut, AuditCheck, Decision, DeploymentEnd, DeploymentStart, Health, Login,
+                            Me, NewProposal, NewUser, PersonOut, Problem, ProposalDecision, ProposalOut, Removal, RemovalOut,
+                            UserChange, UserOut)
 from console.users import NAME_PATTERN, Role, User
-from schemas.events import AuditEvent, as_utc
+from schemas.events import AuditEvent, DeploymentEvent, as_utc, new_id
 
 ERRORS = {401: {"model": Problem}, 403: {"model": Problem}, 503: {"model": Problem}}
 router = APIRouter(responses=ERRORS)
 
 AlertId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")]
 UserName = Annotated[str, Path(pattern=NAME_PATTERN)]
+ProposalId = Annotated[str, Path(pattern=r"^[a-f0-9]{32}$")]
+DeploymentId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")]
+PersonId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")]
+MAX_PHOTO_BYTES = 10 * 1024 * 1024
 
 
 def context(request: Request) -> ConsoleContext:
@@ -85,8 +101,7 @@ def list_users(ctx: Ctx, _: User = Depends(require(Role.admin))) -> list[UserOut
 
 @router.post("/api/users", response_model=UserOut, status_code=201, tags=["users"], responses={409: {"model": Problem}})
 def add_user(body: NewUser, ctx: Ctx, admin: User = Depends(require(Role.admin))) -> UserOut:
-    ctx.actions.audit(actor=admin.name, action="user", subject=body.name, reason="console user added",
-                      details={"roles": [r.value for r in body.roles]})
+    ctx.actions.audit(actor_of(admin), "user", body.name, "console user added", {"roles": [r.value for r in body.roles]})
     return UserOut.of(ctx.users.add(body.name, body.roles, body.password))
 
 
@@ -96,9 +111,9 @@ def change_user(name: UserName, body: UserChange, ctx: Ctx, admin: User = Depend
         raise HTTPException(404, f"no user {name}")
     if name == admin.name and (body.disabled or (body.roles is not None and Role.admin not in body.roles)):
         raise HTTPException(409, "an admin cannot disable themselves or drop their own admin role")
-    ctx.actions.audit(actor=admin.name, action="user", subject=name, reason="console user changed",
-                      details={"roles": [r.value for r in body.roles] if body.roles is not None else None,
-                               "password_changed": body.password is not None, "disabled": body.disabled})
+    ctx.actions.audit(actor_of(admin), "user", name, "console user changed",
+                      {"roles": [r.value for r in body.roles] if body.roles is not None else None,
+                       "password_changed": body.password is not None, "disabled": body.disabled})
     user = ctx.users.update(name, roles=body.roles, password=body.password, disabled=body.disabled)
     if body.password is not None or body.disabled:
         ctx.sessions.drop_user(name)
@@ -111,7 +126,7 @@ def remove_user(name: UserName, ctx: Ctx, admin: User = Depends(require(Role.adm
         raise HTTPException(404, f"no user {name}")
     if name == admin.name:
         raise HTTPException(409, "an admin cannot remove themselves")
-    ctx.actions.audit(actor=admin.name, action="user", subject=name, reason="console user removed", details={})
+    ctx.actions.audit(actor_of(admin), "user", name, "console user removed")
     ctx.users.remove(name)
     ctx.sessions.drop_user(name)
     return Response(status_code=204)
@@ -146,7 +161,7 @@ def _enrolled_keys(ctx: ConsoleContext, person_id: str) -> list[str]:
              responses={404: {"model": Problem}, 409: {"model": Problem}})
 def decide(alert_id: AlertId, body: Decision, ctx: Ctx, reviewer: User = Depends(require(Role.reviewer))) -> AlertOut:
     """Confirm or reject: confirmed after two different reviewers confirm; one rejection closes it; the same reviewer twice is 409."""
-    return AlertOut.of(ctx.desk.decide(alert_id, reviewer.name, body.decision, body.note))
+    return AlertOut.of(ctx.desk.decide(alert_id, actor_of(reviewer), body.decision, body.note))
 
 
 @router.get("/api/alerts/{alert_id}/images/{kind}", tags=["alerts"], response_class=Response,
@@ -155,27 +170,161 @@ def alert_image(alert_id: AlertId, kind: Literal["crop", "snapshot"], ctx: Ctx,
                 reviewer: User = Depends(require(Role.reviewer))) -> Response:
     alert = ctx.desk.get(alert_id).alert
     key = alert.crop_key if kind == "crop" else alert.snapshot_key
-    return _serve_image(ctx, reviewer, alert.person_id, alert_id, kind, ctx.settings.s3.evidence_bucket, key)
+    return _serve_image(ctx, reviewer, alert.person_id, "alert review", {"alert_id": alert_id, "image": kind},
+                        ctx.settings.s3.evidence_bucket, key, deployment_id=alert.deployment_id)
 
 
 @router.get("/api/alerts/{alert_id}/images/enrolled/{index}", tags=["alerts"], response_class=Response,
             responses={200: {"content": {"image/jpeg": {}}}, 404: {"model": Problem}})
 def enrolled_image(alert_id: AlertId, index: Annotated[int, Path(ge=0, le=1000)], ctx: Ctx,
                    reviewer: User = Depends(require(Role.reviewer))) -> Response:
-    person = ctx.desk.get(alert_id).alert.person_id
-    keys = _enrolled_keys(ctx, person)
+    alert = ctx.desk.get(alert_id).alert
+    keys = _enrolled_keys(ctx, alert.person_id)
     if index >= len(keys):
-        raise HTTPException(404, f"{person} has {len(keys)} enrolled photo(s)")
-    return _serve_image(ctx, reviewer, person, alert_id, "enrolled", ctx.settings.s3.watchlist_bucket, keys[index])
+        raise HTTPException(404, f"{alert.person_id} has {len(keys)} enrolled photo(s)")
+    return _serve_image(ctx, reviewer, alert.person_id, "alert review", {"alert_id": alert_id, "image": "enrolled"},
+                        ctx.settings.s3.watchlist_bucket, keys[index], deployment_id=alert.deployment_id)
 
 
-def _serve_image(ctx: ConsoleContext, user: User, person: str, alert_id: str, kind: str, bucket: str, key: str) -> Response:
+def _serve_image(ctx: ConsoleContext, user: User, person: str, reason: str, details: dict, bucket: str | None, key: str,
+                 *, deployment_id: str | None = None, data: bytes | None = None) -> Response:
     """The image, after its view is audited (no audit, no image)."""
-    data = ctx.store.get_bytes(bucket, key)
-    ctx.actions.audit(actor=user.name, action="view", subject=person, reason="alert review",
-                      details={"alert_id": alert_id, "image": kind, "bucket": bucket, "key": key})
+    data = ctx.store.get_bytes(bucket, key) if data is None else data
+    ctx.actions.audit(actor_of(user), "view", person, reason, {**details, "bucket": bucket, "key": key}, deployment_id=deployment_id)
     media = "image/png" if key.lower().endswith(".png") else "image/jpeg"
     return Response(data, media_type=media, headers={"Cache-Control": "no-store, private"})
+
+
+# ---------------------------------------------------------------- watchlist (enroller proposes, authoriser approves)
+
+@router.get("/api/watchlist", response_model=list[PersonOut], tags=["watchlist"])
+def watchlist(ctx: Ctx, _: User = Depends(require(Role.enroller, Role.authoriser))) -> list[PersonOut]:
+    from storage.vectors import Watchlist
+
+    with Watchlist(ctx.settings.milvus) as entries:
+        entries.ensure_collection()
+        return PersonOut.group(entries.entries())
+
+
+@router.post("/api/watchlist/{person_id}/remove", response_model=RemovalOut, tags=["watchlist"], responses={404: {"model": Problem}})
+def remove(person_id: PersonId, body: Removal, ctx: Ctx, user: User = Depends(require(Role.enroller, Role.authoriser))) -> RemovalOut:
+    """Erase a person: every vector in Milvus and every enrolment photo in S3 (audited first)."""
+    erasure = ctx.actions.remove(actor_of(user), person_id, body.reason)
+    return RemovalOut(person_id=person_id, entries=len(erasure.entry_ids), photos=len(erasure.photo_keys))
+
+
+@router.get("/api/watchlist/proposals", response_model=list[ProposalOut], tags=["watchlist"])
+def proposals(ctx: Ctx, _: User = Depends(require(Role.enroller, Role.authoriser))) -> list[ProposalOut]:
+    return [ProposalOut.of(p) for p in ctx.proposals.list()]
+
+
+@router.post("/api/watchlist/proposals", response_model=ProposalOut, status_code=201, tags=["watchlist"],
+             responses={422: {"model": Problem}})
+def propose(body: NewProposal, ctx: Ctx, enroller: User = Depends(require(Role.enroller))) -> ProposalOut:
+    """Propose an entry: it cannot match until an authoriser (not the proposer) approves it."""
+    from vigil.enroll import EnrollmentError, check_expiry, parse_expiry
+
+    try:
+        expires_at = check_expiry(parse_expiry(body.expires), ctx.settings)
+    except EnrollmentError as exc:
+        raise HTTPException(422, str(exc)) from None
+    photos = [_photo(p.data, i) for i, p in enumerate(body.photos)]
+    proposal_id = new_id()
+    ctx.actions.audit(actor_of(enroller), "proposal", body.person_id, body.reason,
+                      {"decision": "proposed", "proposal_id": proposal_id, "photos": len(photos), "source": body.source,
+                       "expires_at": expires_at.isoformat()})
+    return ProposalOut.of(ctx.proposals.create(person_id=body.person_id, reason=body.reason, source=body.source, expires_at=expires_at,
+                                               proposed_by=enroller.name, photos=photos, proposal_id=proposal_id))
+
+
+def _photo(data: str, index: int) -> tuple[str, bytes]:
+    """(media type, bytes) of a base64 JPEG or PNG, or 422."""
+    try:
+        raw = base64.b64decode(data, validate=True)
+        if len(raw) > MAX_PHOTO_BYTES:
+            raise ValueError(f"larger than {MAX_PHOTO_BYTES // (1024 * 1024)} MiB")
+        with Image.open(io.BytesIO(raw)) as image:
+            kind = image.format
+            image.verify()
+        if kind not in ("JPEG", "PNG"):
+            raise ValueError(f"a {kind} image; give JPEG or PNG")
+    except (binascii.Error, ValueError, UnidentifiedImageError, OSError) as exc:
+        raise HTTPException(422, f"photo {index}: not a readable JPEG or PNG ({exc})") from None
+    return ("image/jpeg" if kind == "JPEG" else "image/png"), raw
+
+
+def _proposal(ctx: ConsoleContext, proposal_id: str):
+    try:
+        return ctx.proposals.get(proposal_id)
+    except KeyError:
+        raise HTTPException(404, f"no proposal {proposal_id}") from None
+
+
+@router.get("/api/watchlist/proposals/{proposal_id}/photos/{index}", tags=["watchlist"], response_class=Response,
+            responses={200: {"content": {"image/jpeg": {}}}, 404: {"model": Problem}})
+def proposal_photo(proposal_id: ProposalId, index: Annotated[int, Path(ge=0, le=100)], ctx: Ctx,
+                   user: User = Depends(require(Role.authoriser))) -> Response:
+    proposal = _proposal(ctx, proposal_id)
+    paths = ctx.proposals.photo_paths(proposal)
+    if index >= len(paths) or not paths[index].exists():
+        raise HTTPException(404, "no such photo (decided proposals keep none)")
+    return _serve_image(ctx, user, proposal.person_id, "watchlist proposal review", {"proposal_id": proposal_id, "image": "proposed"},
+                        None, paths[index].name, data=paths[index].read_bytes())
+
+
+@router.post("/api/watchlist/proposals/{proposal_id}/decision", response_model=ProposalOut, tags=["watchlist"],
+             responses={404: {"model": Problem}, 409: {"model": Problem}})
+def decide_proposal(proposal_id: ProposalId, body: ProposalDecision, ctx: Ctx,
+                    authoriser: User = Depends(require(Role.authoriser))) -> ProposalOut:
+    """Approve (the photos are enrolled, through the CLI's enrolment) or reject; never one's own proposal."""
+    proposal = _proposal(ctx, proposal_id)
+    if proposal.proposed_by == authoriser.name:
+        raise HTTPException(403, "nobody approves or rejects their own proposal")
+    try:
+        proposal = ctx.proposals.claim(proposal_id)
+    except ValueError as exc:
+        raise HTTPException(409, str(exc)) from None
+    try:
+        actor = actor_of(authoriser)
+        ctx.actions.audit(actor, "proposal", proposal.person_id, body.note or proposal.reason,
+                          {"decision": body.decision, "proposal_id": proposal_id, "proposed_by": proposal.proposed_by})
+        if body.decision == "reject":
+            return ProposalOut.of(ctx.proposals.decide(proposal, status="rejected", decided_by=authoriser.name, note=body.note))
+        with tempfile.TemporaryDirectory() as scratch:  # the enroller reads files; names say which photo was refused
+            photos = []
+            for i, path in enumerate(ctx.proposals.photo_paths(proposal)):
+                photos.append(FilePath(scratch) / f"{proposal.person_id}-{i}{path.suffix}")
+                photos[-1].write_bytes(path.read_bytes())
+            # The approval carries the proposer's enroller authority: the enrolment is the approver's act.
+            result = ctx.actions.enrol(dataclasses.replace(actor, roles=actor.roles | {"enroller"}), proposal.person_id, photos,
+                                       reason=proposal.reason, expires_at=proposal.expires_at, source=proposal.source)
+        return ProposalOut.of(ctx.proposals.decide(proposal, status="approved", decided_by=authoriser.name, note=body.note,
+                                                   enrolled=len(result.enrolled),
+                                                   refused={FilePath(k).name: v for k, v in result.refused.items()}))
+    finally:
+        ctx.proposals.release(proposal_id)
+
+
+# ---------------------------------------------------------------- deployments (authoriser)
+
+@router.get("/api/deployments", response_model=list[DeploymentEvent], tags=["deployments"])
+def deployments(ctx: Ctx, _: User = Depends(require(Role.authoriser, Role.reviewer, Role.auditor))) -> list[DeploymentEvent]:
+    return ctx.actions.list_deployments()
+
+
+@router.post("/api/deployments", response_model=DeploymentEvent, status_code=201, tags=["deployments"],
+             responses={409: {"model": Problem}})
+def start_deployment(body: DeploymentStart, ctx: Ctx, authoriser: User = Depends(require(Role.authoriser))) -> DeploymentEvent:
+    request = DeploymentRequest(case=body.case, purpose=body.purpose, cameras=body.cameras, ends_at=body.ends_at,
+                                starts_at=body.starts_at, persons=body.persons, kind=body.kind)
+    return ctx.actions.start_deployment(actor_of(authoriser), request)
+
+
+@router.post("/api/deployments/{deployment_id}/end", response_model=DeploymentEvent, tags=["deployments"],
+             responses={409: {"model": Problem}})
+def end_deployment(deployment_id: DeploymentId, body: DeploymentEnd, ctx: Ctx,
+                   authoriser: User = Depends(require(Role.authoriser))) -> DeploymentEvent:
+    return ctx.actions.end_deployment(actor_of(authoriser), deployment_id, body.reason)
 
 
 # ---------------------------------------------------------------- audit (auditor)
@@ -184,9 +333,17 @@ def _serve_image(ctx: ConsoleContext, user: User, person: str, alert_id: str, ki
 def audit_log(ctx: Ctx, person: Annotated[str | None, Query(max_length=128)] = None,
               actor: Annotated[str | None, Query(max_length=128)] = None,
               action: Annotated[str | None, Query(max_length=64)] = None,
+              deployment: Annotated[str | None, Query(max_length=128)] = None,
               since: datetime | None = None, until: datetime | None = None,
               limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
               _: User = Depends(require(Role.auditor))) -> list[AuditEvent]:
-    events = ctx.actions.audit_log(person=person, actor=actor, action=action, since=as_utc(since) if since else None,
-                                   until=as_utc(until) if until else None)
-    return events[-limit:]
+    """Sealed events that match every filter, in chain order, then requests not sealed yet (seq null)."""
+    where = AuditFilter(person=person, actor=actor, action=action, deployment=deployment,
+                        since=as_utc(since) if since else None, until=as_utc(until) if until else None)
+    return ctx.actions.audit_events(where)[-limit:]
+
+
+@router.get("/api/audit/verify", response_model=AuditCheck, tags=["audit"])
+def verify_audit(ctx: Ctx, _: User = Depends(require(Role.auditor))) -> AuditCheck:
+    """Walk the hash chain (and the S3 anchors): the first break, if any, by name."""
+    return AuditCheck.of(ctx.actions.verify_audit())

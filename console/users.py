@@ -46,8 +46,11 @@ class UserError(ValueError):
     """A user operation was refused; the message says why."""
 
 
-def users_path(settings: ConsoleSettings) -> Path:
-    return settings.users_file or vigil_home() / "console" / "users.json"
+def state_dir(settings: ConsoleSettings) -> Path:
+    """The console's state folder (users, proposals), created owner-only."""
+    path = settings.state_dir or vigil_home() / "console"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
 
 
 class UserStore:

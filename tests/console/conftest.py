@@ -90,27 +90,27 @@ def wait_for(predicate, timeout_s: float, message: str) -> None:
         time.sleep(0.2)
 
 
-def console_settings(stack, users_file: Path, **console) -> VigilSettings:
+def console_settings(stack, state_dir: Path, **console) -> VigilSettings:
     settings = stack.settings
-    settings.console.users_file = users_file
+    settings.console.state_dir = state_dir
     for key, value in console.items():
         setattr(settings.console, key, value)
     return settings
 
 
 @pytest.fixture(scope="session")
-def users_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("console") / "users.json"
-    store = UserStore(path)
+def state_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("console")
+    store = UserStore(path / "users.json")
     for name, roles in USERS.items():
         store.add(name, roles, PASSWORD)
     return path
 
 
 @pytest.fixture(scope="session")
-def console(stack, users_file):
+def console(stack, state_dir):
     from console.app import running
 
-    settings = console_settings(stack, users_file)
+    settings = console_settings(stack, state_dir)
     with running(settings) as (url, ctx):
         yield Console(url, ctx, settings)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import time
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -11,9 +13,12 @@ from fastapi.routing import APIRoute
 from console.auth import COOKIE
 from console.users import Role
 from runtime.kafka import EventReader
-from schemas.events import AuditEvent, ConfirmedAlertEvent, ReviewDecisionEvent
-from schemas.topics import AUDIT, CONFIRMED, REVIEWS
-from tests.console.conftest import PASSWORD, Console, console_settings
+from accountability.actors import Actor
+from accountability.audit import AuditFilter, show
+from accountability.deployments import DeploymentRequest
+from schemas.events import AuditEvent, ConfirmedAlertEvent, ReviewDecisionEvent, utc_now
+from schemas.topics import CONFIRMED, REVIEWS
+from tests.console.conftest import PASSWORD, Console, console_settings, jpeg
 
 pytestmark = pytest.mark.services
 
@@ -32,6 +37,18 @@ ROUTES = {
     ("GET", "/api/alerts/{alert_id}/images/{kind}"): (None, {Role.reviewer}),
     ("GET", "/api/alerts/{alert_id}/images/enrolled/{index}"): (None, {Role.reviewer}),
     ("GET", "/api/audit"): (None, {Role.auditor}),
+    ("GET", "/api/audit/verify"): (None, {Role.auditor}),
+    ("GET", "/api/watchlist"): (None, {Role.enroller, Role.authoriser}),
+    ("POST", "/api/watchlist/{person_id}/remove"): ({"reason": "test"}, {Role.enroller, Role.authoriser}),
+    ("GET", "/api/watchlist/proposals"): (None, {Role.enroller, Role.authoriser}),
+    ("POST", "/api/watchlist/proposals"): ({"person_id": "p-{role}", "reason": "test", "expires": "1d", "photos": [{"data": "{photo}"}]},
+                                           {Role.enroller}),
+    ("GET", "/api/watchlist/proposals/{proposal_id}/photos/{index}"): (None, {Role.authoriser}),
+    ("POST", "/api/watchlist/proposals/{proposal_id}/decision"): ({"decision": "reject"}, {Role.authoriser}),
+    ("GET", "/api/deployments"): (None, {Role.authoriser, Role.reviewer, Role.auditor}),
+    ("POST", "/api/deployments"): ({"case": "c-{role}", "purpose": "test", "cameras": ["cam-x"], "ends_at": "{tomorrow}"},
+                                   {Role.authoriser}),
+    ("POST", "/api/deployments/{deployment_id}/end"): ({"reason": "test"}, {Role.authoriser}),
 }
 
 
@@ -41,11 +58,10 @@ def api_routes() -> set[tuple[str, str]]:
     return {(method, route.path) for route in router.routes if isinstance(route, APIRoute) for method in route.methods}
 
 
-def audit_events(settings, **match) -> list[AuditEvent]:
-    with EventReader(settings.kafka, AUDIT) as reader:
-        events = [r.event for r in reader.follow(idle_timeout_s=2) if isinstance(r.event, AuditEvent)]
-    return [e for e in events if all(e.details.get(k) == v if k not in ("actor", "action") else getattr(e, k) == v
-                                     for k, v in match.items())]
+def audit_events(settings, actor: str | None = None, action: str | None = None, **details) -> list[AuditEvent]:
+    """The audit (sealed, then requests not sealed yet) as accountability shows it, filtered by actor, action and details."""
+    events = show(settings, AuditFilter(actor=actor, action=action))
+    return [e for e in events if all(e.details.get(k) == v for k, v in details.items())]
 
 
 def test_every_route_is_in_the_role_table():
@@ -55,7 +71,8 @@ def test_every_route_is_in_the_role_table():
 def test_anonymous_gets_401_everywhere_but_login_page_and_probes(console):
     client = console.client()
     for method, path in ROUTES:
-        url = path.format(name="reviewer-a", alert_id="x", kind="crop", index=0)
+        url = path.format(name="reviewer-a", alert_id="x", kind="crop", index=0, person_id="p", proposal_id="0" * 32,
+                          deployment_id="d")
         assert client.request(method, url).status_code == 401, (method, path)
     assert client.get("/openapi.json").status_code == 401
     assert client.get("/healthz").status_code == 200
@@ -65,24 +82,42 @@ def test_anonymous_gets_401_everywhere_but_login_page_and_probes(console):
     assert client.get("/static/app.js").status_code == 200
 
 
+def filled(value, **names):
+    """``value`` with every ``{name}`` in its strings filled in, nested lists and dicts included."""
+    if isinstance(value, str):
+        return value.format(**names)
+    if isinstance(value, list):
+        return [filled(v, **names) for v in value]
+    if isinstance(value, dict):
+        return {k: filled(v, **names) for k, v in value.items()}
+    return value
+
+
 @pytest.mark.parametrize("role", list(Role))
 def test_each_role_reaches_its_routes_and_gets_403_elsewhere(console, role):
     user = {Role.admin: "admin", Role.authoriser: "authoriser", Role.enroller: "enroller", Role.reviewer: "reviewer-b",
             Role.auditor: "auditor"}[role]
     target = f"target-{role.value}"
     console.ctx.users.add(target, [Role.auditor], PASSWORD)
-    alert = console.raise_alert()
+    alert = console.raise_alert()  # its person has an enrolment photo in S3: something to remove
+    proposal = console.ctx.proposals.create(person_id=f"proposed-{role.value}", reason="test", source=None,
+                                            expires_at=utc_now() + timedelta(days=1), proposed_by="enroller",
+                                            photos=[("image/jpeg", jpeg("proposed"))])
+    deployment = console.ctx.actions.start_deployment(
+        Actor("authoriser", "console", frozenset({"authoriser"})),
+        DeploymentRequest(case=f"case-{role.value}", purpose="test", cameras=["cam-x"], ends_at=utc_now() + timedelta(hours=1)))
+    names = dict(name=target, alert_id=alert.alert_id, kind="crop", index=0, person_id=alert.person_id,
+                 proposal_id=proposal.proposal_id, deployment_id=deployment.deployment_id, role=role.value,
+                 photo=base64.b64encode(jpeg("photo")).decode(), tomorrow=(utc_now() + timedelta(days=1)).isoformat())
     client = console.login(user)
     for (method, path), (body, roles) in ROUTES.items():
         if path == "/api/logout":
             continue
-        url = path.format(name=target, alert_id=alert.alert_id, kind="crop", index=0)
-        json = {k: v.format(role=role.value) if isinstance(v, str) else v for k, v in body.items()} if body else None
-        status = client.request(method, url, json=json).status_code
+        response = client.request(method, path.format(**names), json=filled(body, **names))
         if roles is None or role in roles:
-            assert status in (200, 201, 204), (role, method, path, status)
+            assert response.status_code in (200, 201, 204), (role, method, path, response.text)
         else:
-            assert status == 403, (role, method, path, status)
+            assert response.status_code == 403, (role, method, path, response.text)
     assert client.post("/api/logout").status_code == 204
     assert client.get("/api/me").status_code == 401
 
@@ -139,7 +174,7 @@ def test_unknown_alert_is_404(console):
     assert client.get("/api/alerts/nosuchalert").status_code == 404
 
 
-def test_review_state_survives_a_restart(stack, console, users_file):
+def test_review_state_survives_a_restart(stack, console, state_dir):
     from console.app import running
 
     half, done = console.raise_alert(), console.raise_alert()
@@ -148,7 +183,7 @@ def test_review_state_survives_a_restart(stack, console, users_file):
     a.post(f"/api/alerts/{done.alert_id}/decision", json={"decision": "confirm"})
     b.post(f"/api/alerts/{done.alert_id}/decision", json={"decision": "confirm"})
 
-    with running(console_settings(stack, users_file)) as (url, ctx):
+    with running(console_settings(stack, state_dir)) as (url, ctx):
         assert ctx.desk.get(half.alert_id).confirmed_by == ["reviewer-a"]
         assert ctx.desk.get(done.alert_id).status == "confirmed" and ctx.desk.get(done.alert_id).published
         again = Console(url, ctx, console.settings).login("reviewer-a")
@@ -243,10 +278,10 @@ def test_server_errors_say_nothing_of_the_code(console, monkeypatch):
     assert "secret internal detail" not in response.text and "Traceback" not in response.text
 
 
-def test_sessions_expire_and_trusted_proxies_alone_may_name_the_user(stack, users_file):
+def test_sessions_expire_and_trusted_proxies_alone_may_name_the_user(stack, state_dir):
     from console.app import running
 
-    settings = console_settings(stack, users_file, session_ttl_s=1.0, trusted_proxies=["127.0.0.0/8"])
+    settings = console_settings(stack, state_dir, session_ttl_s=1.0, trusted_proxies=["127.0.0.0/8"])
     with running(settings) as (url, ctx):
         console = Console(url, ctx, settings)
         cookie = {"Cookie": f"{COOKIE}={console.login('auditor').cookies[COOKIE]}"}  # sent by hand: the server must expire it
@@ -258,6 +293,6 @@ def test_sessions_expire_and_trusted_proxies_alone_may_name_the_user(stack, user
         assert me.status_code == 200 and me.json()["via"] == "proxy" and me.json()["roles"] == ["auditor"]
         assert proxied.get("/api/me", headers={"Remote-User": "nobody"}).status_code == 401
         assert proxied.post("/api/logout", headers={"Remote-User": "auditor"}).status_code == 403  # no CSRF token
-    settings = console_settings(stack, users_file, trusted_proxies=["10.9.8.7/32"])
+    settings = console_settings(stack, state_dir, trusted_proxies=["10.9.8.7/32"])
     with running(settings) as (url, ctx):
         assert Console(url, ctx, settings).client().get("/api/me", headers={"Remote-User": "auditor"}).status_code == 401
