@@ -185,7 +185,8 @@ def check_anchors(store: ObjectStore, settings: VigilSettings, report: ChainRepo
         report.anchors += 1
         if report.hashes.get(anchor["seq"]) != anchor["hash"]:
             report.breaks.append(Break(-1, anchor.get("event_id"), anchor["seq"],
-                                       f"the anchor s3://{bucket}/{key} holds another hash for this seq: the log was rewritten"))
+                                       f"the anchor s3://{bucket}/{key} holds another hash for this seq: the log was "
+                                       f"rewritten, or lost and begun again"))
     if not versions:
         report.anchor_note = "no anchor yet (the sequencer anchors every audit.anchor_interval_s)"
 
