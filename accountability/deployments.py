@@ -28,7 +28,7 @@ from typing import Iterable
 from accountability.actors import Actor, require
 from accountability.audit import AuditLog
 from accountability.topics import deliver, read_all, record_producer
-from runtime.kafka import EventReader
+from runtime.kafka import EventReader, ensure_topics
 from runtime.settings import VigilSettings
 from schemas.events import DeploymentEvent, as_utc, new_id, utc_now
 from schemas.topics import DEPLOYMENTS
@@ -214,6 +214,7 @@ class DeploymentTable:
         self._thread: threading.Thread | None = None
 
     def start(self) -> DeploymentTable:
+        ensure_topics(self.settings.kafka, [DEPLOYMENTS])
         self._reader = EventReader(self.settings.kafka, DEPLOYMENTS)
         while True:
             batch = self._reader.read(timeout_s=0.5)
