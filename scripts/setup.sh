@@ -38,4 +38,17 @@ if ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')"
     echo "note: GStreamer's RTSP server is missing and apt-get cannot run here; the RTSP tests will skip" >&2
   fi
 fi
+
+# The console's browser test drives Debian's headless Chromium through its chromedriver (tests/console/test_browser.py).
+# Installed the same way; otherwise that test skips and says why.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Chromium and its driver for the console's browser test (apt-get) ..."
+    { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; } \
+      || echo "warning: could not install Chromium; the console's browser test will skip" >&2
+  else
+    echo "note: Chromium is missing and apt-get cannot run here; the console's browser test will skip" >&2
+  fi
+fi
 .venv/bin/python -m synthetic.samples --out media/samples

@@ -352,6 +352,14 @@ def cmd_alerts(args) -> int:
     return 0
 
 
+def cmd_console(args) -> int:
+    from console.cli import serve_command, user_command
+
+    if args.action == "user":
+        return user_command(_settings(), _actor(), args.user_action, args.name, args.role or [], args.password_stdin)
+    return serve_command(_settings(), args.host, args.port)
+
+
 def cmd_config(args) -> int:
     from runtime.settings import VigilSettings
 
@@ -474,6 +482,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-exit", type=float, default=None, help="exit after this many seconds without alerts")
     p.add_argument("--reason", default="following the alerts (vigil alerts)", help="why (audited: alerts identify people)")
     p.set_defaults(fn=cmd_alerts)
+
+    p = sub.add_parser("console", help="serve the review console (web page and HTTP API), or manage its users")
+    p.add_argument("--host", help="address to listen on (default console.host: loopback)")
+    p.add_argument("--port", type=int, help="port (default console.port; 0 picks a free one)")
+    console_sub = p.add_subparsers(dest="action")
+    u = console_sub.add_parser("user", help="add, list, remove a console user or set their password (audited)")
+    u.add_argument("user_action", choices=["add", "list", "remove", "passwd"])
+    u.add_argument("name", nargs="?")
+    u.add_argument("--role", action="append", choices=["admin", "authoriser", "enroller", "reviewer", "auditor"],
+                   help="with add: a role (repeat for several)")
+    u.add_argument("--password-stdin", action="store_true", help="read the password from stdin (default: generate and print one)")
+    p.set_defaults(fn=cmd_console)
 
     p = sub.add_parser("config", help="print the effective settings (or their JSON Schema)")
     p.add_argument("--schema", action="store_true")
