@@ -48,6 +48,8 @@ function showLogin() {
 
 const VIEWS = [
   { id: "review", label: "Review", roles: ["reviewer"], load: loadAlerts },
+  { id: "watchlist", label: "Watchlist", roles: ["enroller", "authoriser"], load: loadWatchlist },
+  { id: "deployments", label: "Deployments", roles: ["authoriser", "reviewer", "auditor"], load: loadDeployments },
   { id: "audit", label: "Audit", roles: ["auditor"], load: loadAudit },
   { id: "users", label: "Users", roles: ["admin"], load: loadUsers },
 ];
@@ -75,6 +77,14 @@ function openView(view) {
 }
 
 function report(error) { console.error(error); }
+
+const has = (role) => state.me.roles.includes(role);
+
+function button(label, onClick, attrs) {
+  const b = el("button", label, { type: "button", ...(attrs || {}) });
+  b.addEventListener("click", onClick);
+  return b;
+}
 
 async function start() {
   try {
@@ -167,16 +177,132 @@ $("alerts-refresh").addEventListener("click", () => loadAlerts().catch(report));
 
 async function loadAudit() {
   const params = new URLSearchParams();
-  for (const f of ["person", "actor", "action"]) if ($(`audit-${f}`).value) params.set(f, $(`audit-${f}`).value);
+  for (const f of ["person", "actor", "action", "deployment"]) if ($(`audit-${f}`).value) params.set(f, $(`audit-${f}`).value);
   const events = await api("GET", "/api/audit?" + params);
   const body = $("audit-table").tBodies[0];
   body.replaceChildren();
   for (const e of events.reverse()) {
-    body.appendChild(row([when(e.produced_at), e.actor, e.action, e.subject, e.reason, JSON.stringify(e.details)]));
+    body.appendChild(row([e.seq ?? "pending", when(e.produced_at), e.actor, e.action, e.subject, e.reason, JSON.stringify(e.details)]));
   }
 }
 
 $("audit-form").addEventListener("submit", (event) => { event.preventDefault(); loadAudit().catch(report); });
+
+$("audit-verify").addEventListener("click", async () => {
+  $("audit-result").textContent = "verifying ...";
+  try {
+    const r = await api("GET", "/api/audit/verify");
+    $("audit-result").textContent = r.ok
+      ? `The chain holds: ${r.events} sealed events verify, ${r.pending} pending, ${r.anchors} anchor(s) checked. ${r.anchor_note}`
+      : `The chain breaks at ${r.first_break} (${r.breaks.length} break(s) in all)`;
+    $("audit-result").classList.toggle("bad", !r.ok);
+  } catch (e) {
+    $("audit-result").textContent = e.message;
+  }
+});
+
+// ------------------------------------------------------------------ watchlist
+
+async function loadWatchlist() {
+  const [persons, proposals] = await Promise.all([api("GET", "/api/watchlist"), api("GET", "/api/watchlist/proposals")]);
+  const people = $("persons-table").tBodies[0];
+  people.replaceChildren();
+  for (const p of persons) {
+    const remove = button("Remove", async () => {
+      const reason = window.prompt(`Why remove ${p.person_id}? (recorded in the audit)`);
+      if (!reason) return;
+      try {
+        const r = await api("POST", `/api/watchlist/${encodeURIComponent(p.person_id)}/remove`, { reason });
+        $("watchlist-status").textContent = `removed ${r.person_id}: ${r.entries} vector(s), ${r.photos} photo(s) erased`;
+        await loadWatchlist();
+      } catch (e) { $("watchlist-status").textContent = e.message; }
+    }, { class: "danger" });
+    people.appendChild(row([p.person_id, p.entries, when(p.expires_at), p.enrolled_by.join(", "), p.sources.join("; "), remove]));
+  }
+  const body = $("proposals-table").tBodies[0];
+  body.replaceChildren();
+  for (const p of proposals) {
+    const photos = el("span");
+    if (has("authoriser")) for (const url of p.photos) photos.appendChild(el("img", null, { src: url, alt: "proposed photo", class: "thumb" }));
+    if (!photos.children.length) photos.textContent = p.status === "pending" ? `${p.photos.length}` : "deleted";
+    const actions = el("span");
+    if (p.status === "pending" && has("authoriser")) {
+      const own = p.proposed_by === state.me.name;
+      for (const decision of ["approve", "reject"]) {
+        actions.appendChild(button(decision === "approve" ? "Approve" : "Reject", async () => {
+          try {
+            const r = await api("POST", `/api/watchlist/proposals/${p.proposal_id}/decision`, { decision });
+            $("watchlist-status").textContent = r.status === "approved"
+              ? `approved: ${r.enrolled} photo(s) enrolled${Object.keys(r.refused).length ? `, refused: ${Object.values(r.refused).join("; ")}` : ""}`
+              : "rejected";
+            await loadWatchlist();
+          } catch (e) { $("watchlist-status").textContent = e.message; }
+        }, own ? { disabled: "", title: "nobody decides on their own proposal" } : { class: decision === "reject" ? "danger" : "" }));
+      }
+    }
+    const status = p.status === "pending" ? "pending" : `${p.status} by ${p.decided_by}`;
+    body.appendChild(row([when(p.proposed_at), p.person_id, p.reason, when(p.expires_at), p.proposed_by, photos, status, actions]));
+  }
+  $("proposal-form").hidden = !has("enroller");
+}
+
+function base64Of(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result).split(",")[1]);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
+$("proposal-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    const photos = await Promise.all([...$("proposal-photos").files].map(async (f) => ({ data: await base64Of(f) })));
+    const p = await api("POST", "/api/watchlist/proposals", {
+      person_id: $("proposal-person").value, reason: $("proposal-reason").value, source: $("proposal-source").value || null,
+      expires: $("proposal-expires").value, photos });
+    $("watchlist-status").textContent = `proposed ${p.person_id}; an authoriser must approve it`;
+    $("proposal-form").reset();
+    await loadWatchlist();
+  } catch (e) { $("watchlist-status").textContent = e.message; }
+});
+
+// ------------------------------------------------------------------ deployments
+
+async function loadDeployments() {
+  const deployments = await api("GET", "/api/deployments");
+  const body = $("deployments-table").tBodies[0];
+  body.replaceChildren();
+  for (const d of deployments.reverse()) {
+    const end = d.ended_at || !has("authoriser") ? "" : button("End", async () => {
+      const reason = window.prompt(`Why end ${d.deployment_id}? (recorded in the audit)`);
+      if (!reason) return;
+      try {
+        await api("POST", `/api/deployments/${encodeURIComponent(d.deployment_id)}/end`, { reason });
+        await loadDeployments();
+      } catch (e) { $("deployment-status").textContent = e.message; }
+    }, { class: "danger" });
+    const stateText = d.ended_at ? `ended by ${d.ended_by}` : (new Date(d.ends_at) < new Date() ? "over" : "active");
+    body.appendChild(row([d.deployment_id, d.case, d.purpose, d.cameras.join(", "),
+                          `${when(d.starts_at)} - ${when(d.ends_at)}`, d.authorised_by, stateText, end]));
+  }
+  $("deployment-form").hidden = !has("authoriser");
+}
+
+$("deployment-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const list = (text) => text.split(",").map((x) => x.trim()).filter(Boolean);
+  try {
+    const d = await api("POST", "/api/deployments", {
+      case: $("deployment-case").value, purpose: $("deployment-purpose").value, cameras: list($("deployment-cameras").value),
+      ends_at: new Date($("deployment-ends").value).toISOString(),
+      persons: $("deployment-persons").value ? list($("deployment-persons").value) : null });
+    $("deployment-status").textContent = `started ${d.deployment_id}`;
+    $("deployment-form").reset();
+    await loadDeployments();
+  } catch (e) { $("deployment-status").textContent = e.message; }
+});
 
 // ------------------------------------------------------------------ users
 
