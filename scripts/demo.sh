@@ -3,11 +3,23 @@
 # photos (face_recognition's test images, fetched from PyPI at set-up): Obama is
 # enrolled from two photos; the footage shows a third photo of him, then Biden,
 # who is not enrolled. Expect one alert, for obama. Starts and stops its own
-# local stack (broker, S3 server, Milvus).
+# local stack (broker, S3 server, Milvus). Ends serving the review console
+# (address and two logins printed) until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export VIGIL_MODELS__TORCH_THREADS=${VIGIL_MODELS__TORCH_THREADS:-1}
 .venv/bin/python -m synthetic.footage sample media/samples/scenes media/samples/lobby.mp4
-exec .venv/bin/vigil run lobby=media/samples/lobby.mp4 --watchlist media/samples/watchlist \
+# The stack outlives the run (vigil run reuses a running one) so the console can show its alert; stopped on exit.
+.venv/bin/vigil up >/dev/null
+trap '.venv/bin/vigil down >/dev/null' EXIT
+.venv/bin/vigil run lobby=media/samples/lobby.mp4 --watchlist media/samples/watchlist \
   --reason "sample run" --report out/sample-report.json "$@"
+
+# The review console on the same stack: two logins (an alert is confirmed by two different reviewers), then its address.
+login() { .venv/bin/vigil console user add "$@" 2>/dev/null || .venv/bin/vigil console user passwd "$1"; }
+echo
+echo "Confirm the alert in the review console. Logins (name, password):"
+login demo-admin --role admin --role authoriser --role enroller --role reviewer --role auditor
+login demo-reviewer --role reviewer
+.venv/bin/vigil console
