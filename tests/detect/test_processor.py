@@ -25,6 +25,21 @@ def deployed(stage_settings):
     return deploy(stage_settings, CAMERAS)
 
 
+@pytest.fixture
+def started():
+    """Start processors for the test; stop them (their table of deployments) after it."""
+    processors = []
+
+    def start(processor):
+        processor.start()
+        processors.append(processor)
+        return processor
+
+    yield start
+    for processor in processors:
+        processor.stop()
+
+
 def frame_event(image: np.ndarray, camera: str = "cam-a") -> FrameEvent:
     return FrameEvent(
         camera_id=camera, source_ts=utc_now(), trace_id=uuid.uuid4().hex, frame_index=0,
@@ -33,11 +48,10 @@ def frame_event(image: np.ndarray, camera: str = "cam-a") -> FrameEvent:
 
 
 
-def test_detect_publishes_one_face_per_face_with_evidence_in_s3(stage_settings, face_pairs):
+def test_detect_publishes_one_face_per_face_with_evidence_in_s3(started, stage_settings, face_pairs):
     from detect.stage import DetectProcessor
 
-    processor = DetectProcessor(stage_settings)
-    processor.start()
+    processor = started(DetectProcessor(stage_settings))
     one_face = frame_event(load_rgb(face_pairs / "img1.jpg", max_side=960))
     empty = frame_event(np.full((360, 640, 3), 90, np.uint8))
     outputs = processor.process([one_face, empty])
@@ -53,7 +67,7 @@ def test_detect_publishes_one_face_per_face_with_evidence_in_s3(stage_settings, 
     assert face.crop_key.startswith("transient/cam-a/")
 
 
-def test_detect_gate_counts_what_it_rejects_per_camera_and_reason(stage_settings, face_pairs):
+def test_detect_gate_counts_what_it_rejects_per_camera_and_reason(started, stage_settings, face_pairs):
     from PIL import Image, ImageFilter
     from prometheus_client import REGISTRY
 
@@ -64,8 +78,7 @@ def test_detect_gate_counts_what_it_rejects_per_camera_and_reason(stage_settings
         return REGISTRY.get_sample_value("vigil_faces_rejected_total", {"stage": "detect", "camera": camera, "reason": reason}) or 0
 
     stage_settings.detect.quality.per_camera = {"cam-far": FaceQualityOverrides(min_face_px=2000)}
-    processor = DetectProcessor(stage_settings)
-    processor.start()
+    processor = started(DetectProcessor(stage_settings))
     photo = load_rgb(face_pairs / "img1.jpg", max_side=960)
     blurred = np.array(Image.fromarray(photo).filter(ImageFilter.GaussianBlur(8)))
     before = rejected("cam-far", "small"), rejected("cam-blur", "blurry")
@@ -76,23 +89,21 @@ def test_detect_gate_counts_what_it_rejects_per_camera_and_reason(stage_settings
     assert (rejected("cam-far", "small"), rejected("cam-blur", "blurry")) == (before[0] + 1, before[1] + 1)
 
 
-def test_detect_refuses_an_undecodable_frame(stage_settings):
+def test_detect_refuses_an_undecodable_frame(started, stage_settings):
     from detect.stage import DetectProcessor
 
-    processor = DetectProcessor(stage_settings)
-    processor.start()
+    processor = started(DetectProcessor(stage_settings))
     bad = FrameEvent(camera_id="cam-a", source_ts=utc_now(), trace_id="t", frame_index=0, width=2, height=2, image_jpeg=b"not a jpeg")
     with pytest.raises(BadEvent, match="undecodable JPEG"):
         processor.process([bad])
 
 
-def test_detect_drops_frames_no_active_deployment_covers_unread(stage_settings, face_pairs):
+def test_detect_drops_frames_no_active_deployment_covers_unread(started, stage_settings, face_pairs):
     from prometheus_client import REGISTRY
 
     from detect.stage import DetectProcessor
 
-    processor = DetectProcessor(stage_settings)
-    processor.start()
+    processor = started(DetectProcessor(stage_settings))
     photo = load_rgb(face_pairs / "img1.jpg", max_side=960)
     outside = frame_event(photo, f"cam-{uuid.uuid4().hex[:6]}")
     replayed = frame_event(photo, "cam-a").model_copy(update={"run_id": "replay-not-bound"})  # a run no deployment is bound to
