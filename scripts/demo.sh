@@ -13,8 +13,13 @@ export VIGIL_MODELS__TORCH_THREADS=${VIGIL_MODELS__TORCH_THREADS:-1}
 # The stack outlives the run (vigil run reuses a running one) so the console can show its alert; stopped on exit.
 .venv/bin/vigil up >/dev/null
 trap '.venv/bin/vigil down >/dev/null' EXIT
+# Obama's entries outlive the run by a day (--expires) so the console can show his enrolled photos beside the alert.
 .venv/bin/vigil run lobby=media/samples/lobby.mp4 --watchlist media/samples/watchlist \
-  --reason "sample run" --report out/sample-report.json "$@"
+  --reason "sample run" --expires 1d --report out/sample-report.json "$@"
+# The audit stage seals what the console records (vigil run ran one for the run itself).
+VIGIL_STAGE__HEALTH_PORT=0 VIGIL_STAGE__LOG_FORMAT=text .venv/bin/vigil stage audit >"${VIGIL_HOME:-.vigil}/audit-stage.log" 2>&1 &
+audit_stage=$!
+trap 'kill $audit_stage 2>/dev/null; wait $audit_stage 2>/dev/null; .venv/bin/vigil down >/dev/null' EXIT
 
 # The review console on the same stack: two logins (an alert is confirmed by two different reviewers), then its address.
 login() { .venv/bin/vigil console user add "$@" 2>/dev/null || .venv/bin/vigil console user passwd "$1"; }
