@@ -196,9 +196,14 @@ def stage_principal(stage: StageSpec) -> Principal:
 # Identities that are not stages: people's tools and the autoscaler. Every actor appends audit requests;
 # only the audit sequencer (a stage whose output is the audit topic) writes the sealed log.
 OPERATORS: tuple[Principal, ...] = (
-    Principal("vigil-console", "the review console: reads alerts, writes review decisions and confirmed alerts",
-              reads=(ALERTS, REVIEWS, CONFIRMED), writes=(REVIEWS, CONFIRMED, AUDIT_REQUESTS)),
-    Principal("vigil-enrol", "the enrol and remove Jobs: the watchlist's writer", writes=(AUDIT_REQUESTS,)),
+    # The console (console/): the review desk follows alerts, reviews and confirmed alerts and writes the last two;
+    # every action appends an audit request; the audit page reads the sealed log and the requests (show, verify);
+    # the deployments page lists, starts and ends deployments. Enrolment and removal touch no other topic.
+    Principal("vigil-console", "the review console: two-person alert review, watchlist proposals and removals, deployments, "
+                               "the audit log and its verification",
+              reads=(ALERTS, REVIEWS, CONFIRMED, AUDIT, AUDIT_REQUESTS, DEPLOYMENTS),
+              writes=(REVIEWS, CONFIRMED, AUDIT_REQUESTS, DEPLOYMENTS)),
+    Principal("vigil-enrol", "the enrol and remove Jobs: a watchlist writer, like the console", writes=(AUDIT_REQUESTS,)),
     Principal("vigil-authorise", "the deployment Job: starts and ends authorised uses of the watchlist",
               reads=(DEPLOYMENTS,), writes=(DEPLOYMENTS, AUDIT_REQUESTS)),
     Principal("vigil-replay", "the replay Job: recorded footage back through the pipeline under a run of its own",
@@ -275,8 +280,13 @@ def render_credentials() -> str:
 
 # What each principal may do in S3: (bucket, key prefix, actions). Every principal whose code builds an ObjectStore
 # also gets s3:ListBucket on the Vigil buckets, because ObjectStore.ensure_buckets checks each one exists at start-up
-# (HeadBucket); none may create or delete buckets, or change their policies.
+# (HeadBucket); none may create or delete buckets, or change their policies. Bucket-level actions (BUCKET_ACTIONS)
+# apply to the bucket itself, so their grant names the whole bucket (prefix "").
 BUCKETS, ANCHORS = S3Settings(), AuditSettings().anchor_bucket
+BUCKET_ACTIONS = frozenset({"ListBucketVersions"})
+# Verifying the audit chain (accountability.audit.check_anchors) lists every version of the Object-Locked anchors and
+# reads each by its version id: ListObjectVersions and GetObject?versionId, which S3 authorises as these two actions.
+ANCHOR_READ = (ANCHORS, "", ("GetObject", "GetObjectVersion", "ListBucketVersions"))
 S3_ACCESS: dict[str, tuple[tuple[str, str, tuple[str, ...]], ...]] = {
     "vigil-ingest": ((BUCKETS.footage_bucket, "segments/", ("GetObject", "PutObject", "DeleteObject")),
                      (BUCKETS.frames_bucket, "", ("PutObject",))),
@@ -285,12 +295,15 @@ S3_ACCESS: dict[str, tuple[tuple[str, str, tuple[str, ...]], ...]] = {
     "vigil-match": ((BUCKETS.evidence_bucket, "transient/", ("GetObject", "DeleteObject")),
                     (BUCKETS.evidence_bucket, "alerts/", ("PutObject",))),
     "vigil-audit": ((ANCHORS, "", ("PutObject", "PutObjectRetention")),),
+    # Alert evidence to review; enrolled photos to compare, and (approving a proposal, removing a person) written and
+    # deleted as enrolment and removal do; the anchors, to verify the audit chain.
     "vigil-console": ((BUCKETS.evidence_bucket, "alerts/", ("GetObject",)),
-                      (BUCKETS.watchlist_bucket, "", ("GetObject",))),
+                      (BUCKETS.watchlist_bucket, "", ("GetObject", "PutObject", "DeleteObject")),
+                      ANCHOR_READ),
     "vigil-enrol": ((BUCKETS.watchlist_bucket, "", ("GetObject", "PutObject", "DeleteObject")),),
     "vigil-replay": ((BUCKETS.footage_bucket, "segments/", ("GetObject",)),
                      (BUCKETS.frames_bucket, "", ("PutObject",))),
-    "vigil-audit-verify": ((ANCHORS, "", ("GetObject",)),),
+    "vigil-audit-verify": (ANCHOR_READ,),
 }
 
 
@@ -298,8 +311,16 @@ def s3_policy(grants: tuple[tuple[str, str, tuple[str, ...]], ...]) -> dict:
     names = sorted({getattr(BUCKETS, field) for field in S3Settings.model_fields if field.endswith("_bucket")} | {ANCHORS})
     statements = [{"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
                    "Resource": [f"arn:aws:s3:::{name}" for name in names]}]
-    statements += [{"Effect": "Allow", "Action": [f"s3:{a}" for a in actions], "Resource": [f"arn:aws:s3:::{bucket}/{prefix}*"]}
-                   for bucket, prefix, actions in grants]
+    for bucket, prefix, actions in grants:
+        on_objects = [a for a in actions if a not in BUCKET_ACTIONS]
+        on_bucket = [a for a in actions if a in BUCKET_ACTIONS]
+        if on_bucket and prefix:
+            raise ValueError(f"{bucket}/{prefix}: {on_bucket} apply to a whole bucket; grant them with prefix ''")
+        if on_objects:
+            statements.append({"Effect": "Allow", "Action": [f"s3:{a}" for a in on_objects],
+                               "Resource": [f"arn:aws:s3:::{bucket}/{prefix}*"]})
+        if on_bucket:
+            statements.append({"Effect": "Allow", "Action": [f"s3:{a}" for a in on_bucket], "Resource": [f"arn:aws:s3:::{bucket}"]})
     return {"Version": "2012-10-17", "Statement": statements}
 
 

@@ -1,7 +1,7 @@
 """Create the watchlist's Milvus roles and one user per principal that opens it (docs/deploy.md, step 4).
 
-Enrolment's user may create the collection and write it; match's, the console's and the deployment task's may
-only load, search and query it. Run once with the root token, after turning Milvus authorization on::
+Enrolment's and the console's users (the console enrols approved proposals and removes persons) may create the
+collection and write it; match's and the deployment task's may only load, search and query it. Run once with the root token, after turning Milvus authorization on::
 
     MILVUS_ROOT_TOKEN=root:... python k8s/milvus_roles.py --uri http://vigil-milvus-milvus.milvus.svc:19530
 
@@ -26,13 +26,22 @@ if str(ROOT) not in sys.path:
 
 from runtime.settings import MilvusSettings  # noqa: E402
 
-# Who opens the watchlist, and how: enrolment writes it, the others only read (principals of k8s/generate.py).
-ACCESS: dict[str, str] = {"vigil-match": "reader", "vigil-console": "reader", "vigil-authorise": "reader", "vigil-enrol": "writer"}
+# Who opens the watchlist, and how: enrolment and the console write it, the others only read (principals of
+# k8s/generate.py).
+ACCESS: dict[str, str] = {"vigil-match": "reader", "vigil-console": "writer", "vigil-authorise": "reader", "vigil-enrol": "writer"}
 READ = ("Load", "GetLoadState", "GetLoadingProgress", "Search", "Query", "IndexDetail")
-# Privileges on the collection, and global ones (the collection's existence is a global question in Milvus).
-ROLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "reader": (READ, ("DescribeCollection", "ShowCollections")),
-    "writer": (READ + ("Insert", "Delete", "Upsert", "Flush", "CreateIndex"), ("DescribeCollection", "ShowCollections", "CreateCollection")),
+# What a writer calls on storage.vectors.Watchlist beside reading: ensure_collection (the first enrolment creates the
+# collection and its index), add (Insert), and removal's delete and compact (accountability.watchlist).
+WRITE = ("Insert", "Delete", "CreateIndex")
+# Compaction is granted on every collection, not on the watchlist's name: Milvus 2.3.5 (the local stack's) refuses a
+# ManualCompaction granted by name (its request names the collection by id; tests/k8s/test_milvus_roles.py). Compacting
+# rewrites segments without their deleted rows; it reads and writes no entity.
+ANY_COLLECTION_WRITE = ("Compaction",)
+# Privileges on the collection, on every collection, and global ones (the collection's existence is a global
+# question in Milvus).
+ROLES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
+    "reader": (READ, (), ("DescribeCollection", "ShowCollections")),
+    "writer": (READ + WRITE, ANY_COLLECTION_WRITE, ("DescribeCollection", "ShowCollections", "CreateCollection")),
 }
 
 
@@ -46,12 +55,14 @@ def role_name(access: str) -> str:
 
 def create(client: MilvusClient, collection: str, access: dict[str, str]) -> dict[str, str]:
     """The roles, their grants and the users; returns ``{principal: token}`` for the users created now."""
-    for access_kind, (on_collection, global_) in ROLES.items():
+    for access_kind, (on_collection, on_any_collection, global_) in ROLES.items():
         role = role_name(access_kind)
         if role not in client.list_roles():
             client.create_role(role)
         for privilege in on_collection:
             client.grant_privilege(role, "Collection", privilege, collection)
+        for privilege in on_any_collection:
+            client.grant_privilege(role, "Collection", privilege, "*")
         for privilege in global_:
             client.grant_privilege(role, "Global", privilege, "*")
     tokens = {}

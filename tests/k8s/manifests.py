@@ -83,6 +83,31 @@ def workloads(docs: list[dict]) -> list[dict]:
     return [d for d in docs if d["kind"] in ("Deployment", "CronJob")]
 
 
+def matches(selector: dict | None, labels: dict) -> bool:
+    """Whether a label selector (matchLabels, matchExpressions) selects these labels; an empty selector selects all."""
+    if not selector:
+        return True
+    ok = all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+    for expr in selector.get("matchExpressions", []):
+        if expr["operator"] == "In":
+            ok &= labels.get(expr["key"]) in expr["values"]
+        elif expr["operator"] == "Exists":
+            ok &= expr["key"] in labels
+        else:
+            ok = False
+    return ok
+
+
+def selects_pod(policy: dict, labels: dict) -> bool:
+    """Whether a NetworkPolicy applies to a pod with these labels (same namespace)."""
+    return matches(policy["spec"]["podSelector"], labels)
+
+
+def pod_labels(workload: dict) -> dict:
+    spec = workload["spec"]["jobTemplate"]["spec"] if workload["kind"] == "CronJob" else workload["spec"]
+    return spec["template"]["metadata"]["labels"]
+
+
 def main_container(deployment: dict) -> dict:
     containers = pod_spec(deployment)["containers"]
     assert len(containers) == 1, f"{deployment['metadata']['name']}: expected one container"
@@ -123,3 +148,13 @@ def generator():
         sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
         spec.loader.exec_module(module)
     return sys.modules["vigil_k8s_generate"]
+
+
+def milvus_roles():
+    """k8s/milvus_roles.py as a module (a script, like generate.py)."""
+    if "vigil_milvus_roles" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("vigil_milvus_roles", K8S / "milvus_roles.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return sys.modules["vigil_milvus_roles"]

@@ -37,6 +37,7 @@ from tests.k8s.manifests import (
     of_kind,
     pod_spec,
     render,
+    selects_pod,
     stage_deployments,
     stage_of,
     workloads,
@@ -418,21 +419,6 @@ def test_local_overlay_is_single_replica_without_crds():
 # Network policy
 
 
-def _selects(policy: dict, labels: dict) -> bool:
-    sel = policy["spec"]["podSelector"]
-    if not sel:
-        return True
-    ok = all(labels.get(k) == v for k, v in sel.get("matchLabels", {}).items())
-    for expr in sel.get("matchExpressions", []):
-        if expr["operator"] == "In":
-            ok &= labels.get(expr["key"]) in expr["values"]
-        elif expr["operator"] == "Exists":
-            ok &= expr["key"] in labels
-        else:
-            ok = False
-    return ok
-
-
 def test_network_policy_limits_stages(docs):
     policies = of_kind(docs, "NetworkPolicy")
     assert any(p["spec"]["podSelector"] == {} and set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}
@@ -442,7 +428,7 @@ def test_network_policy_limits_stages(docs):
         allowed = DNS_PORTS | SERVICE_PORTS | (RTSP_PORTS if stage_of(d) == "ingest" else set())
         egress_ports: set[int] = set()
         for p in policies:
-            if not _selects(p, labels):
+            if not selects_pod(p, labels):
                 continue
             for rule in p["spec"].get("egress", []):
                 assert rule.get("to"), f"{p['metadata']['name']}: egress rule without `to` opens everything"

@@ -1,9 +1,7 @@
-"""k8s/milvus_roles.py against the local stack's Milvus: the writer enrols, a reader searches and may not write."""
+"""k8s/milvus_roles.py against the local stack's Milvus: the writer enrols and removes, a reader searches and may not write."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import uuid
 from datetime import datetime, timezone
 
@@ -13,22 +11,15 @@ from pydantic import SecretStr
 from pymilvus import MilvusClient
 
 from storage.vectors import DIM, Watchlist
-from tests.k8s.manifests import K8S, generator
+from tests.k8s.manifests import generator
+from tests.k8s.manifests import milvus_roles as roles_script
 
 pytestmark = pytest.mark.services
 
 
-def roles_script():
-    spec = importlib.util.spec_from_file_location("vigil_milvus_roles", K8S / "milvus_roles.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_every_milvus_user_is_a_principal():
     assert set(roles_script().ACCESS) <= {p.name for p in generator().principals()}
-    assert [p for p, access in roles_script().ACCESS.items() if access == "writer"] == ["vigil-enrol"]
+    assert sorted(p for p, access in roles_script().ACCESS.items() if access == "writer") == ["vigil-console", "vigil-enrol"]
 
 
 def test_the_reader_searches_and_cannot_write(stack):
@@ -45,11 +36,21 @@ def test_the_reader_searches_and_cannot_write(stack):
     vector = np.zeros((1, DIM), np.float32)
     vector[0, 0] = 1
     expires = datetime(2100, 1, 1, tzinfo=timezone.utc)
+    other = np.zeros((1, DIM), np.float32)
+    other[0, 1] = 1
     with as_user(f"vigil-writer-{collection}") as writer:
         writer.ensure_collection()  # enrolment creates the collection
         writer.add("p-1", vector, ["k-1"], "tester", "roles check", expires_at=expires)
+        writer.add("p-gone", other, ["k-gone"], "tester", "roles check", expires_at=expires)
+        assert writer.search(vector, limit=1)[0][0].person_id == "p-1"  # enrolment's near-duplicate check
+        # Removal (accountability.watchlist): the person's entries, deleted, then the collection compacted.
+        writer.delete(writer.entries(person_id="p-gone"))
+        writer.compact()
+        assert writer.entries(person_id="p-gone") == []
     with as_user(f"vigil-reader-{collection}") as reader:
         reader.ensure_collection()  # what match does at start-up: finds and loads it
         assert [hit.person_id for hit in reader.search(vector, limit=1)[0]] == ["p-1"]
         with pytest.raises(Exception, match="(?i)permission"):
             reader.add("p-2", vector, ["k-2"], "tester", "not allowed", expires_at=expires)
+        with pytest.raises(Exception, match="(?i)permission"):
+            reader.compact()
