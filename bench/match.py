@@ -117,7 +117,8 @@ def _insert(watchlist, vectors: np.ndarray, labels: np.ndarray) -> np.ndarray:
     for start in range(0, len(vectors), INSERT_CHUNK):
         stop = min(len(vectors), start + INSERT_CHUNK)
         rows = [{"person_id": f"id-{labels[i]}", "embedding": vectors[i], "photo_key": f"bench/{i}.jpg",
-                 "enrolled_by": "bench", "reason": "benchmark", "enrolled_at": now_ms} for i in range(start, stop)]
+                 "enrolled_by": "bench", "reason": "benchmark", "enrolled_at": now_ms,
+                 "expires_at": now_ms + 86_400_000, "source": "synthetic"} for i in range(start, stop)]
         result = watchlist.client.insert(watchlist.collection, rows, timeout=300)
         ids[start:stop] = [int(i) for i in result["ids"]]
     return ids

@@ -270,16 +270,21 @@ def run_pipeline(settings, footage: Path, home: Path, *, fps: float, realtime: b
                  stage_env: dict[str, dict[str, str]], out, service_pgids: list[int] = ()) -> PipelineResult:
     from runtime import metrics
     from runtime.metrics import Scrape
-    from schemas.stages import STREAM_STAGES
-    from vigil.run import PipelineRun, handled, produced
+    from accountability.actors import Actor
+    from accountability.audit import AuditLog
+    from schemas.stages import PIPELINE_STREAM_STAGES
+    from vigil.run import PipelineRun, handled, produced, run_deployment
 
     overrides = {"VIGIL_INGEST__TARGET_FPS": str(fps), "VIGIL_INGEST__REALTIME": "true" if realtime else "false", **env}
     saved = {k: os.environ.get(k) for k in overrides}
     os.environ.update(overrides)
     try:
         run = PipelineRun(settings, [f"cam-1={footage}"], home=home, out=out, stage_env=stage_env)
-        with CpuSampler(list(service_pgids)) as services:
-            summary = run.execute()
+        bench = Actor("bench", "cli", frozenset({"authoriser"}))
+        with AuditLog(settings) as audit, run_deployment(settings, bench, run, case="bench", reason="pipeline benchmark",
+                                                         persons=None, audit=audit):
+            with CpuSampler(list(service_pgids)) as services:
+                summary = run.execute()
     finally:
         for k, v in saved.items():
             if v is None:
@@ -287,7 +292,7 @@ def run_pipeline(settings, footage: Path, home: Path, *, fps: float, realtime: b
             else:
                 os.environ[k] = v
     t_start, published = first_frame_time(settings.kafka, run.run_id)
-    final = {s.name: summary.metrics.get(s.name) or Scrape() for s in STREAM_STAGES}
+    final = {s.name: summary.metrics.get(s.name) or Scrape() for s in PIPELINE_STREAM_STAGES}
     match = final["match"]
     t_end = match.get(metrics.LAST_BATCH_DONE) or None
     busy = {name: scrape.get(metrics.PROCESS_SECONDS, "sum") for name, scrape in final.items()}
@@ -308,7 +313,7 @@ def run_pipeline(settings, footage: Path, home: Path, *, fps: float, realtime: b
         embeddings=summary.counts.get("embeddings", 0), alerts=len(summary.alerts), t_start=t_start, t_end=t_end,
         runner_wall_s=summary.wall_s, busy_s=busy, batches=batches, mean_age_s=mean_age, age_hist_p=hist_p, within_1s=within_1s,
         latencies_s=latencies, peak_rss_mb=summary.peak_rss_mb, cpu_s={**summary.cpu_s, "services": services_cpu},
-        handled={s.name: (handled(final, s), produced(final, s, float(published))) for s in STREAM_STAGES},
+        handled={s.name: (handled(final, s), produced(final, s, float(published))) for s in PIPELINE_STREAM_STAGES},
     )
 
 
@@ -376,13 +381,18 @@ def fresh_stacks(root: Path):
 
 
 def enroll(settings, workload: Workload, detector, embedder) -> dict[str, int]:
+    from datetime import datetime, timedelta, timezone
+
+    from accountability.actors import Actor
     from vigil.enroll import Enroller
 
     enroller = Enroller(settings, detector=detector, embedder=embedder)
     enrolled = {}
+    bench = Actor("bench", "cli", frozenset({"enroller"}))
     try:
         for person, photos in workload.watchlist.items():
-            enrolled[person] = len(enroller.enroll(person, photos, actor="bench", reason="pipeline benchmark").enrolled)
+            enrolled[person] = len(enroller.enroll(person, photos, actor=bench, reason="pipeline benchmark",
+                                                   expires_at=datetime.now(timezone.utc) + timedelta(days=1)).enrolled)
     finally:
         enroller.close()
     return enrolled

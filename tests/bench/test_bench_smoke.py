@@ -108,7 +108,7 @@ def test_pipeline_bench_tiny(weights_dir, tmp_path, monkeypatch):
     tp = result.throughput
     assert tp.frames == 10 and tp.wall_s and tp.wall_s > 0 and tp.fps > 0 and result.ratio > 0
     assert tp.handled["detect"] == (10, 10)
-    assert set(tp.peak_rss_mb) == {"detect", "embed", "match", "ingest"} and all(v > 0 for v in tp.peak_rss_mb.values())
+    assert set(tp.peak_rss_mb) == {"detect", "embed", "match", "ingest", "audit"} and all(v > 0 for v in tp.peak_rss_mb.values())
     assert tp.cpu_s["detect"] > 0
     text = report_tables(result)
     assert "bare loop, run 1" in text and "pipeline, throughput" in text
