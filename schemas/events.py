@@ -196,6 +196,10 @@ class TrackEndedEvent(Envelope):
 class AuditEvent(Envelope):
     """Accountability record: who did what to the watchlist or its data, and why."""
 
+    # Unknown fields are kept, not dropped: they are part of what the chain hashes, so a sequencer or verifier one
+    # release behind seals and checks a newer writer's event exactly as it was written.
+    model_config = ConfigDict(extra="allow", frozen=True)
+
     event_type: Literal["audit"] = "audit"
     schema_version: Literal[1] = 1
 

@@ -103,3 +103,14 @@ def test_roles_are_checked():
         require(Actor("ben", "console", frozenset({"reviewer"})), "authoriser")
     with pytest.raises(NotAuthorised):
         require(service_actor("match"), *ROLES)
+
+
+def test_a_newer_writers_unknown_field_is_sealed_and_checked_as_written():
+    """A sequencer or verifier one release behind keeps fields it does not know: they are part of the hash."""
+    raw = request(1).model_dump_json()[:-1] + ',"added_in_a_later_release":{"x":1}}'
+    written = AuditEvent.model_validate_json(raw)
+    sealed = seal(written, 1, GENESIS)
+    assert sealed.model_dump()["added_in_a_later_release"] == {"x": 1}
+    assert walk(records([sealed]), {written.event_id: request_digest(written)}).ok
+    tampered = AuditEvent.model_validate_json(sealed.model_dump_json().replace('{"x":1}', '{"x":2}'))
+    assert not walk(records([tampered]), {written.event_id: request_digest(written)}).ok
