@@ -70,13 +70,15 @@ class Actions:
 
     # ------------------------------------------------------------ watchlist
 
-    def enrol(self, actor: Actor, person_id: str, photos: list[Path], *, reason: str, expires_at: datetime, source: str | None):
+    def enrol(self, actor: Actor, person_id: str, photos: list[Path], *, reason: str, expires_at: datetime, source: str | None,
+              approval: dict | None = None):
         from vigil.enroll import Enroller  # the models load on the first enrolment only
 
         audit = self.audit_log
         with self._lock:
             self._enroller = self._enroller or Enroller(self.settings, audit=audit)
-        return self._enroller.enroll(person_id, photos, actor=actor, reason=reason, expires_at=expires_at, source=source)
+        return self._enroller.enroll(person_id, photos, actor=actor, reason=reason, expires_at=expires_at, source=source,
+                                     approval=approval)
 
     def remove(self, actor: Actor, person_id: str, reason: str) -> Erasure:
         return remove_person(self.settings, actor, person_id, reason, audit=self.audit_log)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import dataclasses
 import tempfile
 from datetime import datetime
 from pathlib import Path as FilePath
@@ -295,9 +294,9 @@ def decide_proposal(proposal_id: ProposalId, body: ProposalDecision, ctx: Ctx,
             for i, path in enumerate(ctx.proposals.photo_paths(proposal)):
                 photos.append(FilePath(scratch) / f"{proposal.person_id}-{i}{path.suffix}")
                 photos[-1].write_bytes(path.read_bytes())
-            # The approval carries the proposer's enroller authority: the enrolment is the approver's act.
-            result = ctx.actions.enrol(dataclasses.replace(actor, roles=actor.roles | {"enroller"}), proposal.person_id, photos,
-                                       reason=proposal.reason, expires_at=proposal.expires_at, source=proposal.source)
+            result = ctx.actions.enrol(actor, proposal.person_id, photos, reason=proposal.reason, expires_at=proposal.expires_at,
+                                       source=proposal.source,
+                                       approval={"proposal_id": proposal_id, "proposed_by": proposal.proposed_by})
         return ProposalOut.of(ctx.proposals.decide(proposal, status="approved", decided_by=authoriser.name, note=body.note,
                                                    enrolled=len(result.enrolled),
                                                    refused={FilePath(k).name: v for k, v in result.refused.items()}))

@@ -137,10 +137,14 @@ class Enroller:
         self.watchlist.ensure_collection()
 
     def enroll(self, person_id: str, photos: list[Path], *, actor: Actor, reason: str, expires_at: datetime | None,
-               source: str | None = None, deployment_id: str | None = None) -> EnrollResult:
-        """Enrol the photos of ``person_id`` that pass the checks (role ``enroller``), each expiring at ``expires_at``
-        and recorded with its ``source`` (default: the photo's file name)."""
-        require(actor, "enroller")
+               source: str | None = None, deployment_id: str | None = None, approval: dict | None = None) -> EnrollResult:
+        """Enrol the photos of ``person_id`` that pass the checks, each expiring at ``expires_at`` and recorded with its
+        ``source`` (default: the photo's file name).
+
+        The actor is an ``enroller``, or the ``authoriser`` approving someone else's proposal: ``approval`` (proposal
+        id, proposer) then goes into the enrolment's audit event.
+        """
+        require(actor, "authoriser" if approval else "enroller")
         if not reason.strip():
             raise EnrollmentError("a reason is required to enroll anyone (--reason)")
         expires_at = check_expiry(expires_at, self.settings)
@@ -177,6 +181,7 @@ class Enroller:
             sources = [source or f"photo file {photo.name}" for photo, _, _ in accepted]
             self.audit.append(actor, "enroll", person_id, reason, {
                 "photos": keys, "sources": sources, "expires_at": expires_at.isoformat(), "model": self.embedder.model_id,
+                **({"approval": approval} if approval else {}),
             }, deployment_id=deployment_id)
             result.entry_ids = self._store(person_id, accepted, keys, vectors, actor=actor, reason=reason, expires_at=expires_at, sources=sources,
                         deployment_id=deployment_id)

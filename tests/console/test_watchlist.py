@@ -53,6 +53,7 @@ def test_a_proposal_matches_only_after_another_authoriser_approves_it(console, p
         == ["proposed", "approve"]
     enrolled = show(console.settings, AuditFilter(person="person-02", action="enroll"))
     assert enrolled and enrolled[-1].actor == "authoriser" and enrolled[-1].details["via"] == "console"
+    assert enrolled[-1].details["approval"] == {"proposal_id": proposal["proposal_id"], "proposed_by": "enroller-authoriser"}
 
     removed = proposer.post("/api/watchlist/person-02/remove", json={"reason": "case 17 closed"})
     assert removed.status_code == 200 and removed.json() == {"person_id": "person-02", "entries": 2, "photos": 2}

@@ -111,3 +111,15 @@ def test_refuses_a_face_that_fails_the_quality_gate(enroller, face_pairs, identi
     assert result.enrolled == []
     assert "fails the quality gate (blurry" in result.refused[str(blurred)]
     assert person not in enroller.watchlist.persons()
+
+
+def test_an_enroller_enrols_and_an_authoriser_only_by_approving_someone_elses_proposal(enroller, people):
+    from accountability.actors import Actor, NotAuthorised
+
+    authoriser = Actor("ada", "console", frozenset({"authoriser"}))
+    clerk = Actor("bob", "console", frozenset({"enroller"}))
+    photo = people["person-03"][:1]
+    for actor, approval in ((authoriser, None), (clerk, {"proposal_id": "p1", "proposed_by": "carol"})):
+        with pytest.raises(NotAuthorised):
+            enroller.enroll("person-03", photo, actor=actor, reason="case 3", expires_at=NEXT_MONTH, approval=approval)
+    assert "person-03" not in enroller.watchlist.persons()
