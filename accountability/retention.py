@@ -5,7 +5,10 @@ crop, its frame) each open track holds: when a track ends its crops can go,
 and a frame once every track that holds it has ended (alert evidence is
 copied to ``alerts/`` before). ``Housekeeper`` deletes by age what no track
 accounts for any more (after a crash, a dead letter) and what retention says
-must go: claim-check frames, alert evidence, expired watchlist entries.
+must go: claim-check frames, alert evidence, expired watchlist entries. It runs
+apart from the stages, as ``vigil housekeep`` (in Kubernetes the
+``vigil-housekeep`` CronJob, principal ``vigil-housekeeper``): one sweep at a
+time, under rights of its own.
 Every deletion is audited (``retention_delete``, counts only, never a face)
 before it happens; an audit that cannot be written leaves the objects for the
 next sweep.
@@ -81,8 +84,8 @@ def hour_of_key(key: str) -> datetime | None:
 
 
 class Housekeeper:
-    """One sweep of everything retention deletes by age (see the module doc); run by match every
-    ``retention.sweep_interval_s`` and by ``vigil housekeep``."""
+    """One sweep of everything retention deletes by age (see the module doc); run by ``vigil housekeep``
+    (every ``retention.sweep_interval_s`` in Kubernetes) and at the end of ``vigil run``."""
 
     def __init__(self, settings: VigilSettings, actor: Actor, *, audit: AuditLog, store: ObjectStore, watchlist: Watchlist):
         self.settings, self.actor, self.audit, self.store, self.watchlist = settings, actor, audit, store, watchlist

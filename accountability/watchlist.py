@@ -1,7 +1,7 @@
 """Erasure and expiry of watchlist entries: vectors out of Milvus, photos out of S3, each audited first.
 
 ``remove_person`` erases a person on request (``vigil remove``, the console);
-``purge_expired`` erases entries past their expiry (match's housekeeper, and
+``purge_expired`` erases entries past their expiry (the housekeeper:
 ``vigil housekeep``). Search never returns an expired entry anyway
 (``storage.vectors.Watchlist.search``); the purge makes it gone.
 """

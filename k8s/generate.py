@@ -37,7 +37,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: import the regis
 
 from ingest.camera import CAMERA_DROPPED, CAMERA_FPS, CAMERA_UP  # noqa: E402
 from runtime import metrics  # noqa: E402
-from runtime.settings import AuditSettings, CameraSettings, S3Settings  # noqa: E402
+from runtime.settings import AuditSettings, CameraSettings, RetentionSettings, S3Settings  # noqa: E402
 from schemas.stages import ALL_STAGES, STREAM_STAGES, StageSpec  # noqa: E402
 from schemas.topics import (  # noqa: E402
     ALERTS,
@@ -178,18 +178,11 @@ class Principal:
         return f"{self.name}-credentials"
 
 
-# What a stage reads and writes beside its topology entry: the deployments table every stage that decides on
-# frames consults, and the audit requests of ingest's retention deletes. Kept next to the topology's own.
-SIDE_READS: dict[str, tuple[TopicSpec, ...]] = {"ingest": (DEPLOYMENTS,), "detect": (DEPLOYMENTS,), "match": (DEPLOYMENTS,)}
-SIDE_WRITES: dict[str, tuple[TopicSpec, ...]] = {"ingest": (AUDIT_REQUESTS,)}
-
-
 def stage_principal(stage: StageSpec) -> Principal:
+    """A stage's rights, from its topology entry alone: its source and side inputs, its writes and audit requests."""
     return Principal(
         f"vigil-{stage.name}", f"the {stage.name} stage: {stage.description}",
-        reads=((stage.source,) if stage.source else ()) + SIDE_READS.get(stage.name, ()),
-        writes=stage.writes + SIDE_WRITES.get(stage.name, ()),
-        group=stage.consumer_group,
+        reads=stage.topics_read, writes=stage.topics_written, group=stage.consumer_group,
     )
 
 
@@ -209,6 +202,10 @@ OPERATORS: tuple[Principal, ...] = (
     Principal("vigil-replay", "the replay Job: recorded footage back through the pipeline under a run of its own",
               reads=(ALERTS, DEPLOYMENTS), writes=(FRAMES, DEPLOYMENTS, AUDIT_REQUESTS)),
     Principal("vigil-audit-verify", "the audit verification Job: reads the sealed log and the requests", reads=(AUDIT, AUDIT_REQUESTS)),
+    # The retention sweep (accountability.retention.Housekeeper and footage retention): it audits every deletion and
+    # reads no topic.
+    Principal("vigil-housekeeper", "the scheduled housekeeping Job: retention deletes by age, expired watchlist entries",
+              writes=(AUDIT_REQUESTS,)),
     Principal("vigil-keda", "KEDA's Kafka scaler: reads the scaled groups' lag", lag_of=tuple(scaled_stages())),
 )
 
@@ -304,6 +301,13 @@ S3_ACCESS: dict[str, tuple[tuple[str, str, tuple[str, ...]], ...]] = {
     "vigil-replay": ((BUCKETS.footage_bucket, "segments/", ("GetObject",)),
                      (BUCKETS.frames_bucket, "", ("PutObject",))),
     "vigil-audit-verify": (ANCHOR_READ,),
+    # The sweep deletes, never reads or writes an object (it lists, with the ListBucket every principal has): transient
+    # evidence (backstop) and alert evidence by age, claim-check frames, footage segments, expired entries' photos.
+    "vigil-housekeeper": ((BUCKETS.evidence_bucket, "transient/", ("DeleteObject",)),
+                          (BUCKETS.evidence_bucket, "alerts/", ("DeleteObject",)),
+                          (BUCKETS.frames_bucket, "", ("DeleteObject",)),
+                          (BUCKETS.footage_bucket, "segments/", ("DeleteObject",)),
+                          (BUCKETS.watchlist_bucket, "", ("DeleteObject",))),
 }
 
 
@@ -373,7 +377,8 @@ class JobTemplate:
     """An operator task run as a Job from a suspended CronJob: ``kubectl create job NAME --from=cronjob/vigil-<name>``.
 
     Its parameters come from the ConfigMap ``vigil-<name>-request`` (created just before, docs/deploy.md); the
-    request's OPERATOR becomes the audited actor (``user@pod``).
+    request's OPERATOR becomes the audited actor (``user@pod``). A task with a ``schedule`` is no template: it runs
+    on its schedule, as a service actor, with no request.
     """
 
     name: str
@@ -384,6 +389,15 @@ class JobTemplate:
     memory: tuple[str, str]
     photos: bool = False  # mounts the Secret vigil-enrol-photos at /photos
     optional: tuple[str, ...] = ()  # request keys that may be left out
+    schedule: str | None = None  # a cron schedule it runs on (not suspended); None: a template, run by hand
+
+
+def sweep_schedule(interval_s: float = RetentionSettings().sweep_interval_s) -> str:
+    """``retention.sweep_interval_s`` as a cron schedule: whole minutes, at least one."""
+    minutes = interval_s / 60
+    if minutes < 1 or minutes != int(minutes) or 60 % int(minutes):
+        raise ValueError(f"retention.sweep_interval_s {interval_s:g}: a CronJob needs whole minutes that divide an hour")
+    return "* * * * *" if minutes == 1 else f"*/{int(minutes)} * * * *"
 
 
 JOBS: tuple[JobTemplate, ...] = (
@@ -402,13 +416,16 @@ JOBS: tuple[JobTemplate, ...] = (
                  "--reason", "$(REASON)", "--alerts-idle", "60"),
                 ("CAMERA", "FROM", "TO", "DEPLOYMENT", "REASON"), ("1", "2"), ("1Gi", "2Gi")),
     JobTemplate("audit-verify", "vigil-audit-verify", ("vigil", "audit", "verify"), (), ("250m", "1"), ("512Mi", "1Gi")),
+    # The retention sweep, one Job per retention.sweep_interval_s (one at a time: no two sweeps count the same objects).
+    JobTemplate("housekeep", "vigil-housekeeper", ("vigil", "housekeep"), (), ("100m", "500m"), ("512Mi", "1Gi"),
+                schedule=sweep_schedule()),
 )
 
 
 def cron_job(job: JobTemplate) -> dict:
     name = f"vigil-{job.name}"
     request = f"{name}-request"
-    env = [{"name": "USER", "valueFrom": {"configMapKeyRef": {"name": request, "key": "OPERATOR"}}}]
+    env = [] if job.schedule else [{"name": "USER", "valueFrom": {"configMapKeyRef": {"name": request, "key": "OPERATOR"}}}]
     env += [{"name": key, "valueFrom": {"configMapKeyRef": {"name": request, "key": key}}} for key in job.params]
     env += [{"name": key, "valueFrom": {"configMapKeyRef": {"name": request, "key": key, "optional": True}}} for key in job.optional]
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]
@@ -436,23 +453,24 @@ def cron_job(job: JobTemplate) -> dict:
             "containers": [container], "volumes": volumes,
         },
     }
-    return {
-        "apiVersion": "batch/v1", "kind": "CronJob",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "suspend": True,  # a template: never scheduled, only instantiated with --from
-            "schedule": "0 0 1 1 *",
-            "concurrencyPolicy": "Forbid",
-            "jobTemplate": {"spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 86400, "activeDeadlineSeconds": 3600,
-                                     "template": pod}},
-        },
-    }
+    if job.schedule:  # runs on its schedule; a run that has not started within the interval is skipped
+        spec = {"suspend": False, "schedule": job.schedule, "concurrencyPolicy": "Forbid", "startingDeadlineSeconds": 60,
+                "successfulJobsHistoryLimit": 1, "failedJobsHistoryLimit": 3,
+                "jobTemplate": {"spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 3600, "activeDeadlineSeconds": 600,
+                                         "template": pod}}}
+    else:
+        spec = {"suspend": True,  # a template: never scheduled, only instantiated with --from
+                "schedule": "0 0 1 1 *", "concurrencyPolicy": "Forbid",
+                "jobTemplate": {"spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 86400, "activeDeadlineSeconds": 3600,
+                                         "template": pod}}}
+    return {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": name, "labels": labels}, "spec": spec}
 
 
 def render_jobs() -> str:
     return (header("the Job table in k8s/generate.py")
             + "# Operator tasks as suspended CronJobs, each its own principal and resources: instantiate one with\n"
             + "#   kubectl -n vigil create job <name> --from=cronjob/vigil-<task>   (docs/deploy.md, Operations)\n"
+            + "# except vigil-housekeep, the retention sweep, which runs on its schedule (retention.sweep_interval_s).\n"
             + _documents([cron_job(j) for j in JOBS]))
 
 

@@ -1,7 +1,8 @@
 """Create the watchlist's Milvus roles and one user per principal that opens it (docs/deploy.md, step 4).
 
 Enrolment's and the console's users (the console enrols approved proposals and removes persons) may create the
-collection and write it; match's and the deployment task's may only load, search and query it. Run once with the root token, after turning Milvus authorization on::
+collection and write it; match's and the deployment task's may only load, search and query it; the housekeeper's
+may query, delete and compact it (expired entries), not search or insert. Run once with the root token, after turning Milvus authorization on::
 
     MILVUS_ROOT_TOKEN=root:... python k8s/milvus_roles.py --uri http://vigil-milvus-milvus.milvus.svc:19530
 
@@ -26,10 +27,13 @@ if str(ROOT) not in sys.path:
 
 from runtime.settings import MilvusSettings  # noqa: E402
 
-# Who opens the watchlist, and how: enrolment and the console write it, the others only read (principals of
-# k8s/generate.py).
-ACCESS: dict[str, str] = {"vigil-match": "reader", "vigil-console": "writer", "vigil-authorise": "reader", "vigil-enrol": "writer"}
-READ = ("Load", "GetLoadState", "GetLoadingProgress", "Search", "Query", "IndexDetail")
+# Who opens the watchlist, and how: enrolment and the console write it, the housekeeper purges expired entries, the
+# others only read (principals of k8s/generate.py).
+ACCESS: dict[str, str] = {"vigil-match": "reader", "vigil-console": "writer", "vigil-authorise": "reader", "vigil-enrol": "writer",
+                          "vigil-housekeeper": "housekeeper"}
+# Opening the collection (Watchlist.ensure_collection loads it) and reading entries by filter.
+OPEN = ("Load", "GetLoadState", "GetLoadingProgress", "IndexDetail")
+READ = OPEN[:3] + ("Search", "Query") + OPEN[3:]
 # What a writer calls on storage.vectors.Watchlist beside reading: ensure_collection (the first enrolment creates the
 # collection and its index), add (Insert), and removal's delete and compact (accountability.watchlist).
 WRITE = ("Insert", "Delete", "CreateIndex")
@@ -42,6 +46,8 @@ ANY_COLLECTION_WRITE = ("Compaction",)
 ROLES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
     "reader": (READ, (), ("DescribeCollection", "ShowCollections")),
     "writer": (READ + WRITE, ANY_COLLECTION_WRITE, ("DescribeCollection", "ShowCollections", "CreateCollection")),
+    # accountability.watchlist.purge_expired: query the expired entries, delete them, compact.
+    "housekeeper": (OPEN + ("Query", "Delete"), ANY_COLLECTION_WRITE, ("DescribeCollection", "ShowCollections")),
 }
 
 

@@ -19,9 +19,10 @@ holds (``accountability.retention.TransientRefs``). When a track ends (a gap
 in source time, eviction, ``match.track_idle_s`` of wall time without a face
 of its camera, or the stage stopping) its crops, and frames no open track
 holds, are deleted ``retention.passerby_grace_s`` later, audited with counts.
-A housekeeping thread does that, ends idle tracks (their ``TrackEndedEvent``
-goes out with the next batch) and runs the retention sweep
-(``accountability.retention.Housekeeper``) every ``retention.sweep_interval_s``.
+A housekeeping thread does that and ends idle tracks (their
+``TrackEndedEvent`` goes out with the next batch). Match keeps to its tracks:
+the retention sweep by age (``accountability.retention.Housekeeper``) runs
+apart, as ``vigil housekeep`` (the ``vigil-housekeep`` CronJob).
 
 Retries: tracks live in memory, per (run, camera). A batch works on new track
 values and they replace the stage's only once every output of the batch
@@ -45,7 +46,7 @@ from prometheus_client import Counter, Gauge
 from accountability.actors import service_actor
 from accountability.audit import AuditLog, AuditUnavailable
 from accountability.deployments import DeploymentTable, may_match, persons_of
-from accountability.retention import Housekeeper, TransientRefs, delete_audited
+from accountability.retention import TransientRefs, delete_audited
 from match.decision import alert_id, best_per_person, face_weight
 from match.tracking import Ended, Face, Track, step
 from runtime.stream import StreamProcessor
@@ -53,7 +54,7 @@ from schemas.events import AlertEvent, Box, EmbeddingEvent, TrackEndedEvent
 from schemas.stages import MATCH
 from schemas.topics import ALERTS, TRACKS
 from storage.objects import ObjectStore, StorageError, evidence_key
-from storage.vectors import DIM, Watchlist, WatchlistError
+from storage.vectors import DIM, Watchlist
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,6 @@ class MatchProcessor(StreamProcessor):
         self.store.ensure_buckets()
         self.deployments = DeploymentTable(self.settings).start()
         self.audit = AuditLog(self.settings, client_id="vigil-match-retention")
-        self.housekeeper = Housekeeper(self.settings, self.actor, audit=self.audit, store=self.store, watchlist=self.watchlist)
         self._housekeeping = threading.Thread(target=self._housekeep, name="match-housekeeping", daemon=True)
         self._housekeeping.start()
 
@@ -230,17 +230,10 @@ class MatchProcessor(StreamProcessor):
         self.forget = [item for item in self.forget if item not in due]
 
     def _housekeep(self) -> None:
-        next_sweep = time.monotonic() + self.settings.retention.sweep_interval_s
         while not self._stopping.wait(HOUSEKEEPING_EVERY_S):
             with self.lock:
                 self._end_idle_tracks(self.settings.match.track_idle_s)
                 self._delete_due()
-            if time.monotonic() >= next_sweep:
-                next_sweep = time.monotonic() + self.settings.retention.sweep_interval_s
-                try:
-                    self.housekeeper.sweep()
-                except (AuditUnavailable, StorageError, WatchlistError) as exc:
-                    log.warning("retention sweep skipped this round: %s", exc)
 
     def stop(self) -> None:
         """Tracks do not survive a restart, so their transient evidence goes now."""

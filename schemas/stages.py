@@ -3,7 +3,8 @@
 Beside the topic registry (``schemas.topics``), and read by everything that
 needs the shape of the pipeline: the stream runtime (consumer groups and
 topics), ``vigil stage`` (dispatch), ``vigil run`` (which stages to start, when
-the pipeline has drained), the Kubernetes generator (KEDA triggers) and the
+the pipeline has drained), the Kubernetes generator (KEDA triggers, and each
+stage's Kafka ACLs: every topic a stage reads or writes is named here) and the
 tests. Processors are named by import path so this module imports no stage
 code (no torch, no clients).
 """
@@ -18,6 +19,7 @@ from schemas.topics import (
     AUDIT,
     AUDIT_REQUESTS,
     DEAD_LETTERS,
+    DEPLOYMENTS,
     EMBEDDINGS,
     FACES,
     FRAMES,
@@ -35,6 +37,8 @@ class StageSpec:
     uses_models: bool  # runs torch models (shares the host's cores with the other model stages)
     lag_per_replica: int | None  # events waiting per replica that autoscaling aims for; None: not scaled on lag
     description: str
+    reads: tuple[TopicSpec, ...] = ()  # side inputs read beside the source (tables such as the deployments), no group
+    audits: bool = False  # appends audit requests (accountability.audit.AuditLog), e.g. for its retention deletes
 
     @property
     def consumer_group(self) -> str | None:
@@ -46,6 +50,16 @@ class StageSpec:
         """Every topic the stage produces to: its outputs, and dead letters for a stream stage."""
         return self.outputs + ((DEAD_LETTERS,) if self.source else ())
 
+    @property
+    def topics_read(self) -> tuple[TopicSpec, ...]:
+        """Every topic the stage reads: its source and its side inputs."""
+        return ((self.source,) if self.source else ()) + self.reads
+
+    @property
+    def topics_written(self) -> tuple[TopicSpec, ...]:
+        """Every topic the stage produces to: ``writes``, and the audit requests of a stage that audits."""
+        return self.writes + ((AUDIT_REQUESTS,) if self.audits else ())
+
     def load(self) -> type:
         module, _, attr = self.entrypoint.partition(":")
         return getattr(importlib.import_module(module), attr)
@@ -54,10 +68,12 @@ class StageSpec:
 INGEST = StageSpec(
     "ingest", "ingest.service:IngestService", None, (FRAMES,), uses_models=False, lag_per_replica=None,
     description="Decodes cameras and files, samples frames, records footage.",
+    reads=(DEPLOYMENTS,), audits=True,  # frames outside every deployment are dropped; footage retention is audited
 )
 DETECT = StageSpec(
     "detect", "detect.stage:DetectProcessor", FRAMES, (FACES,), uses_models=True, lag_per_replica=50,
     description="Finds faces in frames (MTCNN) and applies the quality gate.",
+    reads=(DEPLOYMENTS,),
 )
 EMBED = StageSpec(
     "embed", "embed.stage:EmbedProcessor", FACES, (EMBEDDINGS,), uses_models=True, lag_per_replica=200,
@@ -66,6 +82,7 @@ EMBED = StageSpec(
 MATCH = StageSpec(
     "match", "match.stage:MatchProcessor", EMBEDDINGS, (ALERTS, TRACKS), uses_models=False, lag_per_replica=500,
     description="Searches the watchlist, follows face tracks, raises alerts.",
+    reads=(DEPLOYMENTS,), audits=True,  # an ended track's transient frames and crops are deleted, audited with counts
 )
 
 AUDIT_SEQUENCER = StageSpec(

@@ -202,8 +202,8 @@ def cmd_export(args) -> int:
     return 0
 
 
-@_refusing
-def cmd_housekeep(args) -> int:
+def _sweep(settings, audit) -> dict[str, int]:
+    """One retention sweep (accountability.retention.Housekeeper) and footage retention, as service ``housekeep``."""
     from datetime import timedelta
 
     from accountability.actors import service_actor
@@ -212,16 +212,41 @@ def cmd_housekeep(args) -> int:
     from storage.objects import ObjectStore
     from storage.vectors import Watchlist
 
-    settings = _settings()
     store = ObjectStore(settings.s3)
     actor = service_actor("housekeep")
-    with _audit(settings) as audit, Watchlist(settings.milvus) as watchlist:
+    with Watchlist(settings.milvus) as watchlist:
         watchlist.ensure_collection()
         counts = Housekeeper(settings, actor, audit=audit, store=store, watchlist=watchlist).sweep()
         counts["footage"] = FootageArchive(store).enforce_retention(timedelta(hours=settings.ingest.footage_retention_h),
                                                                     audit=audit, actor=actor)
-    print(json.dumps(counts))
-    return 0
+    return counts
+
+
+@_refusing
+def cmd_housekeep(args) -> int:
+    settings = _settings()
+    if args.every is None:
+        with _audit(settings) as audit:
+            print(json.dumps(_sweep(settings, audit)))
+        return 0
+    import time
+
+    from accountability.audit import AuditUnavailable
+    from storage.objects import StorageError
+    from storage.vectors import WatchlistError
+
+    every = args.every or settings.retention.sweep_interval_s
+    with _audit(settings) as audit:
+        while True:  # until interrupted; a failed round leaves its objects to the next
+            began = time.monotonic()
+            try:
+                print(json.dumps(_sweep(settings, audit)), flush=True)
+            except (AuditUnavailable, StorageError, WatchlistError) as exc:
+                print(f"retention sweep skipped this round: {exc}", file=sys.stderr, flush=True)
+            try:
+                time.sleep(max(0.0, every - (time.monotonic() - began)))
+            except KeyboardInterrupt:
+                return 0
 
 
 @_refusing
@@ -279,6 +304,16 @@ def _run_pipeline(args, home: Path) -> int:
                                 deployment_id=use.deployment.deployment_id)
             print(f"report: {path} and {path.with_suffix('.html')} (other faces blurred)")
     print(f"deployment {use.deployment.deployment_id} ended" + (", the run's watchlist entries expired" if use.entry_ids else ""))
+    # No stage sweeps: what retention says must go by now (expired entries, old frames and evidence) goes here.
+    from accountability.audit import AuditUnavailable
+    from storage.objects import StorageError
+    from storage.vectors import WatchlistError
+
+    try:
+        with _audit(settings) as audit:
+            print(f"retention sweep: {json.dumps(_sweep(settings, audit))}")
+    except (AuditUnavailable, StorageError, WatchlistError) as exc:
+        print(f"retention sweep not done ({exc}): run `vigil housekeep`", file=sys.stderr)
     return 0
 
 
@@ -441,6 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("housekeep", help="one retention sweep now: transient evidence, frames, alert evidence, footage, expired entries")
+    p.add_argument("--every", type=float, nargs="?", const=0.0, metavar="SECONDS",
+                   help="sweep again every SECONDS (no value: retention.sweep_interval_s) until interrupted")
     p.set_defaults(fn=cmd_housekeep)
 
     p = sub.add_parser("run", help="run the whole pipeline on sources, every stage in its own process, under a deployment of its own")

@@ -321,10 +321,15 @@ def test_watchlist_writers_are_the_same_in_s3_and_milvus():
     """Whoever may put or delete enrolment photos holds the Milvus writer role, and the reverse."""
     policies = json.loads(generator().S3_POLICIES_FILE.read_text())
     photos = f"arn:aws:s3:::{BUCKETS.watchlist_bucket}/"
-    s3_writers = {name for name, policy in policies.items() for st in policy["Statement"]
-                  if {"s3:PutObject", "s3:DeleteObject"} & set(st["Action"]) and any(r.startswith(photos) for r in st["Resource"])}
+    def touching(*actions: str) -> set[str]:
+        return {name for name, policy in policies.items() for st in policy["Statement"]
+                if set(actions) & set(st["Action"]) and any(r.startswith(photos) for r in st["Resource"])}
+
     milvus_writers = {p for p, access in milvus_roles().ACCESS.items() if access == "writer"}
-    assert s3_writers == milvus_writers == {"vigil-enrol", PRINCIPAL}
+    assert touching("s3:PutObject") == milvus_writers == {"vigil-enrol", PRINCIPAL}
+    # The housekeeper deletes expired entries: their photos in S3, their vectors in Milvus (its own role).
+    housekeepers = {p for p, access in milvus_roles().ACCESS.items() if access == "housekeeper"}
+    assert touching("s3:DeleteObject") == milvus_writers | housekeepers == {"vigil-enrol", PRINCIPAL, "vigil-housekeeper"}
 
 
 def test_the_console_is_a_milvus_writer_with_no_more_than_enrolment_and_removal_need():

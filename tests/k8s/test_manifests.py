@@ -387,10 +387,15 @@ def test_scaled_objects_match_the_registry(docs, overlay):
 
 def test_operator_tasks_are_templates_with_their_own_principal(docs):
     jobs = {d["metadata"]["name"]: d for d in of_kind(docs, "CronJob")}
-    assert set(jobs) == {"vigil-enrol", "vigil-remove", "vigil-deployment", "vigil-replay", "vigil-audit-verify"}
+    assert set(jobs) == {"vigil-enrol", "vigil-remove", "vigil-deployment", "vigil-replay", "vigil-audit-verify", "vigil-housekeep"}
     principals = {p.name: p for p in generator().principals()}
     for name, job in jobs.items():
-        assert job["spec"]["suspend"] is True, f"{name}: a template must never run on its schedule"
+        if name == "vigil-housekeep":  # the retention sweep runs on its schedule, one at a time, with no request
+            assert job["spec"]["suspend"] is False and job["spec"]["concurrencyPolicy"] == "Forbid"
+            assert job["spec"]["schedule"] == generator().sweep_schedule() == "* * * * *"
+            assert main_container(job)["args"] == ["housekeep"] and not main_container(job).get("env")
+        else:
+            assert job["spec"]["suspend"] is True, f"{name}: a template must never run on its schedule"
         spec = job["spec"]["jobTemplate"]["spec"]
         assert spec["backoffLimit"] == 0 and spec["template"]["spec"]["restartPolicy"] == "Never", f"{name}: an audited task ran twice"
         refs = [s["secretRef"]["name"] for s in main_container(job)["envFrom"] if "secretRef" in s]

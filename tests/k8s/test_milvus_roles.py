@@ -54,3 +54,32 @@ def test_the_reader_searches_and_cannot_write(stack):
             reader.add("p-2", vector, ["k-2"], "tester", "not allowed", expires_at=expires)
         with pytest.raises(Exception, match="(?i)permission"):
             reader.compact()
+
+
+def test_the_housekeeper_purges_and_cannot_search_or_insert(stack):
+    roles = roles_script()
+    settings = stack.settings.milvus
+    collection = f"roles_{uuid.uuid4().hex[:8]}"
+    access = {f"vigil-writer-{collection}": "writer", f"vigil-housekeeper-{collection}": "housekeeper"}
+    tokens = roles.create(MilvusClient(uri=settings.uri, token=settings.token.get_secret_value()), collection, access)
+
+    def as_user(principal: str) -> Watchlist:
+        return Watchlist(settings.model_copy(update={"collection": collection, "token": SecretStr(tokens[principal])}))
+
+    vector = np.zeros((1, DIM), np.float32)
+    vector[0, 0] = 1
+    with as_user(f"vigil-writer-{collection}") as writer:
+        writer.ensure_collection()
+        writer.add("p-old", vector, ["k-old"], "tester", "roles check", expires_at=datetime(2100, 1, 1, tzinfo=timezone.utc))
+    with as_user(f"vigil-housekeeper-{collection}") as housekeeper:
+        housekeeper.ensure_collection()  # what vigil housekeep does first: finds and loads it
+        # accountability.watchlist.purge_expired: query (here: as if 2100 had come), delete, compact.
+        expired = housekeeper.entries(expired_at=datetime(2100, 1, 2, tzinfo=timezone.utc))
+        assert [e.person_id for e in expired] == ["p-old"]
+        housekeeper.delete(expired)
+        housekeeper.compact()
+        assert housekeeper.entries() == []
+        with pytest.raises(Exception, match="(?i)permission"):
+            housekeeper.search(vector, limit=1)
+        with pytest.raises(Exception, match="(?i)permission"):
+            housekeeper.add("p-2", vector, ["k-2"], "tester", "not allowed", expires_at=datetime(2100, 1, 1, tzinfo=timezone.utc))

@@ -38,8 +38,21 @@ def test_topics_of_the_topology_are_registered_and_written_once():
     outputs = [t.name for s in stages.ALL_STAGES for t in s.outputs]
     assert len(outputs) == len(set(outputs)), "two stages write the same output topic"
     for stage in stages.ALL_STAGES:
-        for topic in (stage.source, *stage.writes):
-            assert topic is None or topics.BY_NAME[topic.name] is topic
+        for topic in (*stage.topics_read, *stage.topics_written):
+            assert topics.BY_NAME[topic.name] is topic
+
+
+def test_side_inputs_and_audit_requests_are_beside_the_stream():
+    """``writes`` is what the stream runtime produces to (outputs, dead letters); audit requests go through the audit
+    log's own producer, and side inputs are read without the stage's consumer group."""
+    for stage in stages.ALL_STAGES:
+        assert stage.writes == stage.outputs + ((topics.DEAD_LETTERS,) if stage.source else ())
+        assert topics.AUDIT_REQUESTS not in stage.writes
+        assert stage.topics_written == stage.writes + ((topics.AUDIT_REQUESTS,) if stage.audits else ())
+        assert stage.topics_read == ((stage.source,) if stage.source else ()) + stage.reads
+        assert stage.source not in stage.reads and not set(stage.reads) & set(stage.topics_written)
+    assert stages.MATCH.audits and stages.MATCH.reads == (topics.DEPLOYMENTS,)
+    assert not stages.AUDIT_SEQUENCER.audits  # it seals the requests, it does not add to them
 
 
 def test_consumer_groups_are_unique_and_only_for_stream_stages():
