@@ -22,23 +22,29 @@ def test_every_milvus_user_is_a_principal():
     assert sorted(p for p, access in roles_script().ACCESS.items() if access == "writer") == ["vigil-console", "vigil-enrol"]
 
 
-def test_the_reader_searches_and_cannot_write(stack):
-    roles = roles_script()
+def users(stack, *kinds: str):
+    """A fresh collection and one user per access kind (k8s/milvus_roles.py); returns it and ``as_user(kind)``."""
     settings = stack.settings.milvus
     collection = f"roles_{uuid.uuid4().hex[:8]}"
-    access = {f"vigil-reader-{collection}": "reader", f"vigil-writer-{collection}": "writer"}
-    tokens = roles.create(MilvusClient(uri=settings.uri, token=settings.token.get_secret_value()), collection, access)
+    access = {f"vigil-{kind}-{collection}": kind for kind in kinds}
+    tokens = roles_script().create(MilvusClient(uri=settings.uri, token=settings.token.get_secret_value()), collection, access)
     assert set(tokens) == set(access)
 
-    def as_user(principal: str) -> Watchlist:
-        return Watchlist(settings.model_copy(update={"collection": collection, "token": SecretStr(tokens[principal])}))
+    def as_user(kind: str) -> Watchlist:
+        token = SecretStr(tokens[f"vigil-{kind}-{collection}"])
+        return Watchlist(settings.model_copy(update={"collection": collection, "token": token}))
 
+    return collection, as_user
+
+
+def test_the_reader_searches_and_cannot_write(stack):
+    _, as_user = users(stack, "reader", "writer")
     vector = np.zeros((1, DIM), np.float32)
     vector[0, 0] = 1
     expires = datetime(2100, 1, 1, tzinfo=timezone.utc)
     other = np.zeros((1, DIM), np.float32)
     other[0, 1] = 1
-    with as_user(f"vigil-writer-{collection}") as writer:
+    with as_user("writer") as writer:
         writer.ensure_collection()  # enrolment creates the collection
         writer.add("p-1", vector, ["k-1"], "tester", "roles check", expires_at=expires)
         writer.add("p-gone", other, ["k-gone"], "tester", "roles check", expires_at=expires)
@@ -47,7 +53,7 @@ def test_the_reader_searches_and_cannot_write(stack):
         writer.delete(writer.entries(person_id="p-gone"))
         writer.compact()
         assert writer.entries(person_id="p-gone") == []
-    with as_user(f"vigil-reader-{collection}") as reader:
+    with as_user("reader") as reader:
         reader.ensure_collection()  # what match does at start-up: finds and loads it
         assert [hit.person_id for hit in reader.search(vector, limit=1)[0]] == ["p-1"]
         with pytest.raises(Exception, match="(?i)permission"):
@@ -57,21 +63,13 @@ def test_the_reader_searches_and_cannot_write(stack):
 
 
 def test_the_housekeeper_purges_and_cannot_search_or_insert(stack):
-    roles = roles_script()
-    settings = stack.settings.milvus
-    collection = f"roles_{uuid.uuid4().hex[:8]}"
-    access = {f"vigil-writer-{collection}": "writer", f"vigil-housekeeper-{collection}": "housekeeper"}
-    tokens = roles.create(MilvusClient(uri=settings.uri, token=settings.token.get_secret_value()), collection, access)
-
-    def as_user(principal: str) -> Watchlist:
-        return Watchlist(settings.model_copy(update={"collection": collection, "token": SecretStr(tokens[principal])}))
-
+    _, as_user = users(stack, "writer", "housekeeper")
     vector = np.zeros((1, DIM), np.float32)
     vector[0, 0] = 1
-    with as_user(f"vigil-writer-{collection}") as writer:
+    with as_user("writer") as writer:
         writer.ensure_collection()
         writer.add("p-old", vector, ["k-old"], "tester", "roles check", expires_at=datetime(2100, 1, 1, tzinfo=timezone.utc))
-    with as_user(f"vigil-housekeeper-{collection}") as housekeeper:
+    with as_user("housekeeper") as housekeeper:
         housekeeper.ensure_collection()  # what vigil housekeep does first: finds and loads it
         # accountability.watchlist.purge_expired: query (here: as if 2100 had come), delete, compact.
         expired = housekeeper.entries(expired_at=datetime(2100, 1, 2, tzinfo=timezone.utc))
