@@ -43,6 +43,7 @@ def test_pipeline_end_to_end(stack, people, tmp_path, monkeypatch):
     for role in ("evidence", "frames"):  # buckets of this run's own: everything in them is this run's
         monkeypatch.setenv(f"VIGIL_S3__{role.upper()}_BUCKET", f"test-{tag}-{role}")
     monkeypatch.setenv("VIGIL_RETENTION__PASSERBY_GRACE_S", "0.5")
+    monkeypatch.setenv("VIGIL_MILVUS__COLLECTION", f"test_{tag}")  # a watchlist of its own: other tests enrol the same people
     settings = stack.settings
 
     # Each camera: the enrolled person's other photos, then two strangers.
