@@ -18,7 +18,10 @@ def serve_command(settings: VigilSettings, host: str | None, port: int | None) -
     print(f"Vigil console at {url_of(sock)} ({len(store.list())} user(s) in {store.path}); Ctrl-C stops it", flush=True)
     if not store.list():
         print("no users yet: add an admin with `vigil console user add NAME --role admin`", file=sys.stderr, flush=True)
-    serve(settings, sock)
+    try:
+        serve(settings, sock)
+    except KeyboardInterrupt:  # uvicorn has shut down cleanly by now; Ctrl-C is how it is meant to stop
+        print("console stopped", flush=True)
     return 0
 
 
