@@ -216,11 +216,7 @@ class DeploymentTable:
     def start(self) -> DeploymentTable:
         ensure_topics(self.settings.kafka, [DEPLOYMENTS])
         self._reader = EventReader(self.settings.kafka, DEPLOYMENTS)
-        while True:
-            batch = self._reader.read(timeout_s=0.5)
-            self._apply(batch)
-            if not batch and self._reader.at_end():
-                break
+        self._apply(self._reader.read_to_end())  # one partition: read order is offset order
         self._thread = threading.Thread(target=self._follow, name="deployments", daemon=True)
         self._thread.start()
         return self

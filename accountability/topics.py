@@ -39,11 +39,6 @@ def deliver(producer: EventProducer, spec: TopicSpec, event: Envelope, timeout_s
 
 def read_all(settings: VigilSettings, spec: TopicSpec) -> list[ReadEvent]:
     """Every retained record of ``spec``, in offset order, up to its end as of the call."""
-    out: list[ReadEvent] = []
     ensure_topics(settings.kafka, [spec])
     with EventReader(settings.kafka, spec) as reader:
-        while True:
-            batch = reader.read(timeout_s=0.5)
-            out += batch
-            if not batch and reader.at_end():
-                return sorted(out, key=lambda r: (r.partition, r.offset))
+        return sorted(reader.read_to_end(), key=lambda r: (r.partition, r.offset))

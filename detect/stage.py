@@ -79,10 +79,13 @@ class DetectProcessor(StreamProcessor):
         raise BadEvent(f"frame {frame.event_id} carries neither image_jpeg nor image_key")
 
     def process(self, frames: list[FrameEvent]) -> list[tuple]:
-        outside = [f for f in frames if not self.deployments.covering(f.camera_id, f.source_ts, f.run_id)]
-        frames = [f for f in frames if f not in outside]
-        for frame in outside:
-            OUTSIDE_DEPLOYMENTS.labels(self.name, frame.camera_id).inc()
+        covered = []
+        for frame in frames:  # one pass: comparing frames (JPEG bytes and all) to pick them out again would be quadratic
+            if self.deployments.covering(frame.camera_id, frame.source_ts, frame.run_id):
+                covered.append(frame)
+            else:
+                OUTSIDE_DEPLOYMENTS.labels(self.name, frame.camera_id).inc()
+        frames = covered
         jpegs = [self._frame_jpeg(frame) for frame in frames]
         images = []
         for frame, data in zip(frames, jpegs):

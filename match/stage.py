@@ -217,7 +217,9 @@ class MatchProcessor(StreamProcessor):
 
     def _delete_due(self, *, everything: bool = False) -> None:
         now = time.monotonic()
-        due = [item for item in self.forget if everything or item[0] <= now]
+        due, later = [], []
+        for item in self.forget:
+            (due if everything or item[0] <= now else later).append(item)
         keys = [key for _, batch in due for key in batch]
         if not keys:
             return
@@ -227,7 +229,7 @@ class MatchProcessor(StreamProcessor):
         except (AuditUnavailable, StorageError) as exc:  # kept for the next round: nothing is deleted unaudited
             log.warning("transient evidence not deleted yet: %s", exc)
             return
-        self.forget = [item for item in self.forget if item not in due]
+        self.forget = later
 
     def _housekeep(self) -> None:
         while not self._stopping.wait(HOUSEKEEPING_EVERY_S):

@@ -253,6 +253,15 @@ class EventReader:
         ends = self._consumer.end_offsets(partitions)
         return all(self._consumer.position(tp) >= ends[tp] for tp in partitions)
 
+    def read_to_end(self, *, poll_s: float = 0.5) -> list[ReadEvent]:
+        """Every record up to each partition's end as of now, in the order read."""
+        out: list[ReadEvent] = []
+        while True:
+            batch = self.read(timeout_s=poll_s)
+            out += batch
+            if not batch and self.at_end():
+                return out
+
     def follow(self, *, idle_timeout_s: float | None = None) -> Iterator[ReadEvent]:
         """Yield events as they arrive; stop after ``idle_timeout_s`` without any (None: never)."""
         idle_since = time.monotonic()

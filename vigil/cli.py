@@ -222,6 +222,15 @@ def _sweep(settings, audit) -> dict[str, int]:
     return counts
 
 
+def _sweep_failures() -> tuple[type[BaseException], ...]:
+    """What leaves a sweep for the next round (nothing is deleted unaudited) rather than failing the command."""
+    from accountability.audit import AuditUnavailable
+    from storage.objects import StorageError
+    from storage.vectors import WatchlistError
+
+    return (AuditUnavailable, StorageError, WatchlistError)
+
+
 @_refusing
 def cmd_housekeep(args) -> int:
     settings = _settings()
@@ -231,17 +240,13 @@ def cmd_housekeep(args) -> int:
         return 0
     import time
 
-    from accountability.audit import AuditUnavailable
-    from storage.objects import StorageError
-    from storage.vectors import WatchlistError
-
     every = args.every or settings.retention.sweep_interval_s
     with _audit(settings) as audit:
         while True:  # until interrupted; a failed round leaves its objects to the next
             began = time.monotonic()
             try:
                 print(json.dumps(_sweep(settings, audit)), flush=True)
-            except (AuditUnavailable, StorageError, WatchlistError) as exc:
+            except _sweep_failures() as exc:
                 print(f"retention sweep skipped this round: {exc}", file=sys.stderr, flush=True)
             try:
                 time.sleep(max(0.0, every - (time.monotonic() - began)))
@@ -305,14 +310,10 @@ def _run_pipeline(args, home: Path) -> int:
             print(f"report: {path} and {path.with_suffix('.html')} (other faces blurred)")
     print(f"deployment {use.deployment.deployment_id} ended" + (", the run's watchlist entries expired" if use.entry_ids else ""))
     # No stage sweeps: what retention says must go by now (expired entries, old frames and evidence) goes here.
-    from accountability.audit import AuditUnavailable
-    from storage.objects import StorageError
-    from storage.vectors import WatchlistError
-
     try:
         with _audit(settings) as audit:
             print(f"retention sweep: {json.dumps(_sweep(settings, audit))}")
-    except (AuditUnavailable, StorageError, WatchlistError) as exc:
+    except _sweep_failures() as exc:
         print(f"retention sweep not done ({exc}): run `vigil housekeep`", file=sys.stderr)
     return 0
 
