@@ -5,8 +5,20 @@ from __future__ import annotations
 import getpass
 import socket
 from dataclasses import dataclass
+from enum import Enum
 
-ROLES = frozenset({"admin", "authoriser", "enroller", "reviewer", "auditor"})
+
+class Role(str, Enum):
+    """What a person may do (the console's users hold these). A person may hold several."""
+
+    admin = "admin"  # manages users
+    authoriser = "authoriser"  # approves watchlist entries, starts and ends deployments
+    enroller = "enroller"  # proposes watchlist entries
+    reviewer = "reviewer"  # confirms or rejects alerts
+    auditor = "auditor"  # reads and verifies the audit
+
+
+ROLES = frozenset(role.value for role in Role)
 
 
 class NotAuthorised(PermissionError):

@@ -7,27 +7,17 @@ import os
 import re
 import secrets
 import threading
-from enum import Enum
 from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import BaseModel, ConfigDict, Field
 
+from accountability.actors import Role
 from runtime.settings import ConsoleSettings, vigil_home
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
 MIN_PASSWORD = 10
-
-
-class Role(str, Enum):
-    """What a user may do. A user may hold several."""
-
-    admin = "admin"  # manages users
-    authoriser = "authoriser"  # approves watchlist entries, starts and ends deployments
-    enroller = "enroller"  # proposes watchlist entries
-    reviewer = "reviewer"  # confirms or rejects alerts
-    auditor = "auditor"  # reads and verifies the audit
 
 
 class User(BaseModel):
