@@ -9,11 +9,12 @@ topic (see ``schemas.topics``), never an in-place edit.
 from __future__ import annotations
 
 import base64
+import re
 import uuid
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 
 def _from_base64(value):
@@ -47,6 +48,20 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+# A camera id names S3 keys, footage folders and metric labels: no path separators, no "..", no spaces.
+CAMERA_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:@-]*$"
+
+
+def check_camera_id(value: str) -> str:
+    """``value`` when it is a safe camera id (``CAMERA_ID_PATTERN``, at most 128 characters, no ``..``); ValueError otherwise."""
+    if not value or len(value) > 128 or ".." in value or not re.fullmatch(CAMERA_ID_PATTERN, value):
+        raise ValueError(f"camera id {value[:140]!r} is not allowed: use 1-128 letters, digits and _.:@- (no '..', no '/')")
+    return value
+
+
+CameraId = Annotated[str, AfterValidator(check_camera_id)]
+
+
 class Envelope(BaseModel):
     """Fields every event carries."""
 
@@ -57,7 +72,8 @@ class Envelope(BaseModel):
     event_type: str = Field(description="Which contract this payload follows.")
     event_id: str = Field(default_factory=new_id, description="Unique id of this event (hex UUID or a deterministic id).")
     schema_version: int = Field(description="Version of this event type's contract.")
-    camera_id: str = Field(min_length=1, description="Camera (sensor) the event derives from; the Kafka message key.")
+    camera_id: CameraId = Field(description="Camera (sensor) the event derives from; the Kafka message key. 1-128 letters, digits and "
+                                             "``_.:@-``, no ``..``: it names S3 keys and files.")
     source_ts: datetime = Field(description="Wall-clock time at which the source captured the frame (UTC).")
     trace_id: str = Field(description="Id shared by every event derived from one frame, for tracing across stages.")
     produced_at: datetime = Field(default_factory=utc_now, description="When the producing stage emitted this event (UTC).")
@@ -170,6 +186,10 @@ class AlertEvent(Envelope):
     track_faces: int | None = Field(default=None, ge=1, description="Faces in the track when the alert was raised.")
     deployment_id: str | None = Field(default=None, description="The deployment (authorised use) under which the alert was raised; None before deployments.")
     case: str | None = Field(default=None, description="The case or reference of that deployment.")
+    evidence_missing: list[Literal["snapshot", "crop"]] = Field(
+        default_factory=list,
+        description="Evidence objects that were gone when the alert was raised (deleted or lost before match could copy them): "
+                    "the alert stands on the scores, and nothing exists at those keys. Empty (the default) when all evidence was copied.")
 
 
 class TrackEndedEvent(Envelope):
@@ -292,10 +312,77 @@ class DeadLetterEvent(Envelope):
     source_partition: int | None = None
     source_offset: int | None = None
     error: str
-    payload: Base64Bytes = Field(description="The original message value, unchanged.")
+    payload: Base64Bytes = Field(description="The original message value, unchanged; only its first bytes when ``payload_truncated``.")
+    # Added within v1 (optional): a dead letter must itself fit the broker's message limit.
+    payload_size: int | None = Field(default=None, ge=0, description="Length of the original message value in bytes.")
+    payload_sha256: str | None = Field(default=None, description="SHA-256 (hex) of the original message value.")
+    payload_truncated: bool = Field(default=False, description="True when ``payload`` holds only the first bytes of the value.")
+
+
+class TrackedFace(BaseModel):
+    """A face a track keeps a reference to (its last face, each person's best face)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    face_event_id: str
+    source_ts: datetime
+    trace_id: str
+    box: Box
+    crop_key: str
+    snapshot_key: str
+    model: str
+
+
+class PersonEvidence(BaseModel):
+    """What a track holds for one person: the sums its alert rule needs and the best face (match.decision.Evidence)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    weighted_score: float
+    supporting: int
+    best_score: float
+    best_face: TrackedFace
+
+
+class TrackState(BaseModel):
+    """One open face track, complete enough to carry on after a restart or a partition move (match.tracking.Track)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    track_id: str
+    first_face_event_id: str
+    started_at: datetime
+    last_seen: datetime
+    last_frame_event_id: str
+    last_face: TrackedFace
+    faces: int
+    weight: float
+    embedding_sum: list[float] = Field(min_length=512, max_length=512, description="Weighted sum of the track's embeddings.")
+    persons: dict[str, PersonEvidence] = Field(default_factory=dict)
+    alerted: list[str] = Field(default_factory=list)
+
+
+class MatchStateEvent(Envelope):
+    """Match's open tracks of one (run, camera), written after each batch's outputs and before its offsets commit.
+
+    Internal to match (its changelog, a compacted topic keyed by ``state_key``): whichever instance handles the
+    camera next, after a restart or a rebalance, carries on from here, so track and alert ids stay the same.
+    """
+
+    event_type: Literal["match-state"] = "match-state"
+    schema_version: Literal[1] = 1
+
+    tracks: list[TrackState] = Field(default_factory=list, description="The open tracks; empty once they all ended.")
+    applied: list[str] = Field(default_factory=list, description="The last face event ids applied to these tracks, "
+                                                                 "oldest first: a redelivered face among them is not applied twice.")
+
+    @property
+    def state_key(self) -> str:
+        """The changelog key: one record per (run, camera)."""
+        return f"{self.run_id or ''}|{self.camera_id}"
 
 
 EVENT_TYPES: tuple[type[Envelope], ...] = (
     FrameEvent, FaceEvent, EmbeddingEvent, AlertEvent, TrackEndedEvent, AuditEvent, DeploymentEvent, ReviewDecisionEvent, ConfirmedAlertEvent,
-    DeadLetterEvent,
+    DeadLetterEvent, MatchStateEvent,
 )

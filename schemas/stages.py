@@ -23,6 +23,7 @@ from schemas.topics import (
     EMBEDDINGS,
     FACES,
     FRAMES,
+    MATCH_STATE,
     TRACKS,
     TopicSpec,
 )
@@ -80,9 +81,9 @@ EMBED = StageSpec(
     description="Turns face crops into 512-d embeddings (FaceNet).",
 )
 MATCH = StageSpec(
-    "match", "match.stage:MatchProcessor", EMBEDDINGS, (ALERTS, TRACKS), uses_models=False, lag_per_replica=500,
-    description="Searches the watchlist, follows face tracks, raises alerts.",
-    reads=(DEPLOYMENTS,), audits=True,  # an ended track's transient frames and crops are deleted, audited with counts
+    "match", "match.stage:MatchProcessor", EMBEDDINGS, (ALERTS, TRACKS, MATCH_STATE), uses_models=False, lag_per_replica=500,
+    description="Searches the watchlist, follows face tracks (their state in a changelog), raises alerts.",
+    reads=(DEPLOYMENTS, MATCH_STATE), audits=True,  # an ended track's transient frames and crops are deleted, audited with counts
 )
 
 AUDIT_SEQUENCER = StageSpec(

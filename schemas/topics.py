@@ -18,6 +18,7 @@ from schemas.events import (
     Envelope,
     FaceEvent,
     FrameEvent,
+    MatchStateEvent,
     ReviewDecisionEvent,
     TrackEndedEvent,
 )
@@ -109,11 +110,19 @@ CONFIRMED = TopicSpec(
     "vigil.confirmed.v1", ConfirmedAlertEvent, "camera_id", 4, 30 * DAY_MS, "delete",
     "Alerts two different reviewers confirmed (human oversight): what downstream systems act on.",
 )
+MATCH_STATE = TopicSpec(
+    "vigil.match-state.v1", MatchStateEvent, "state_key", 8, DAY_MS, "compact,delete",
+    "Match's open face tracks per (run, camera), its changelog: the latest record of a key is the state to carry on from. "
+    "Holds embedding sums (biometric): compacted, and a day of retention at most.",
+    segment_ms=HOUR_MS,
+)
 DEAD_LETTERS = TopicSpec(
     "vigil.deadletter.v1", DeadLetterEvent, "camera_id", 1, 1 * HOUR_MS, "delete",
     "Messages a stage could not process, with the reason and the original bytes (which may hold faces: an hour of retention).",
     segment_ms=5 * MINUTE_MS,
 )
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (FRAMES, FACES, EMBEDDINGS, ALERTS, TRACKS, AUDIT_REQUESTS, AUDIT, DEPLOYMENTS, REVIEWS, CONFIRMED, DEAD_LETTERS)
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    FRAMES, FACES, EMBEDDINGS, ALERTS, TRACKS, MATCH_STATE, AUDIT_REQUESTS, AUDIT, DEPLOYMENTS, REVIEWS, CONFIRMED, DEAD_LETTERS,
+)
 BY_NAME = {t.name: t for t in ALL_TOPICS}

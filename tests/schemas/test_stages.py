@@ -50,8 +50,10 @@ def test_side_inputs_and_audit_requests_are_beside_the_stream():
         assert topics.AUDIT_REQUESTS not in stage.writes
         assert stage.topics_written == stage.writes + ((topics.AUDIT_REQUESTS,) if stage.audits else ())
         assert stage.topics_read == ((stage.source,) if stage.source else ()) + stage.reads
-        assert stage.source not in stage.reads and not set(stage.reads) & set(stage.topics_written)
-    assert stages.MATCH.audits and stages.MATCH.reads == (topics.DEPLOYMENTS,)
+        assert stage.source not in stage.reads
+        # The one topic a stage both writes and reads is its own changelog (match's track state).
+        assert set(stage.reads) & set(stage.topics_written) == ({topics.MATCH_STATE} if stage is stages.MATCH else set())
+    assert stages.MATCH.audits and stages.MATCH.reads == (topics.DEPLOYMENTS, topics.MATCH_STATE)
     assert not stages.AUDIT_SEQUENCER.audits  # it seals the requests, it does not add to them
 
 
