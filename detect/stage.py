@@ -30,7 +30,7 @@ from accountability.deployments import DeploymentTable
 from detect.model import FaceDetector
 from detect.quality import quality_gate
 from runtime.device import device_from_settings
-from runtime.imaging import decode_jpeg, encode_jpeg
+from runtime.imaging import ImageTooLarge, decode_jpeg, encode_jpeg
 from runtime.stream import BadEvent, StreamProcessor
 from schemas.events import Box, FaceEvent, FrameEvent
 from schemas.stages import DETECT
@@ -78,6 +78,16 @@ class DetectProcessor(StreamProcessor):
                 raise BadEvent(f"frame {frame.event_id}: {exc}") from exc
         raise BadEvent(f"frame {frame.event_id} carries neither image_jpeg nor image_key")
 
+    def _decode(self, frame: FrameEvent, data: bytes):
+        """The frame's pixels; BadEvent for a frame over the caps (checked before decoding) or not a readable JPEG."""
+        limits = self.settings.detect
+        try:
+            return decode_jpeg(data, max_pixels=limits.max_frame_pixels, max_bytes=limits.max_frame_bytes)
+        except ImageTooLarge as exc:
+            raise BadEvent(f"frame {frame.event_id} of camera {frame.camera_id}: over detect's limits ({exc})") from exc
+        except Exception as exc:  # noqa: BLE001 - any decoder failure means a bad frame
+            raise BadEvent(f"frame {frame.event_id} of camera {frame.camera_id}: undecodable JPEG ({exc})") from exc
+
     def process(self, frames: list[FrameEvent]) -> list[tuple]:
         covered = []
         for frame in frames:  # one pass: comparing frames (JPEG bytes and all) to pick them out again would be quadratic
@@ -87,12 +97,7 @@ class DetectProcessor(StreamProcessor):
                 OUTSIDE_DEPLOYMENTS.labels(self.name, frame.camera_id).inc()
         frames = covered
         jpegs = [self._frame_jpeg(frame) for frame in frames]
-        images = []
-        for frame, data in zip(frames, jpegs):
-            try:
-                images.append(decode_jpeg(data))
-            except Exception as exc:  # noqa: BLE001 - any decoder failure means a bad frame
-                raise BadEvent(f"frame {frame.event_id} of camera {frame.camera_id}: undecodable JPEG ({exc})") from exc
+        images = [self._decode(frame, data) for frame, data in zip(frames, jpegs)]
         outputs, rejected = [], []
         bucket = self.settings.s3.evidence_bucket
         for frame, data, faces in zip(frames, jpegs, self.detector.detect(images)):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from embed.model import FaceEmbedder
 from runtime.device import device_from_settings
-from runtime.imaging import decode_jpeg
+from runtime.imaging import ImageTooLarge, decode_jpeg
 from runtime.stream import BadEvent, StreamProcessor
 from schemas.events import EmbeddingEvent, FaceEvent
 from schemas.stages import EMBED
@@ -20,10 +20,13 @@ class EmbedProcessor(StreamProcessor):
         self.embedder.warm_up()  # before /readyz turns ready
 
     def process(self, faces: list[FaceEvent]) -> list[tuple]:
+        limits = self.settings.embed
         crops = []
         for face in faces:
-            try:
-                crops.append(decode_jpeg(face.crop_jpeg))
+            try:  # the caps are checked before decoding (runtime.imaging)
+                crops.append(decode_jpeg(face.crop_jpeg, max_pixels=limits.max_crop_pixels, max_bytes=limits.max_crop_bytes))
+            except ImageTooLarge as exc:
+                raise BadEvent(f"face {face.event_id}: crop over embed's limits ({exc})") from exc
             except Exception as exc:  # noqa: BLE001
                 raise BadEvent(f"face {face.event_id}: undecodable crop ({exc})") from exc
         vectors = self.embedder.embed(crops)

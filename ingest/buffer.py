@@ -67,6 +67,12 @@ class FrameQueue(Generic[T]):
             self._closed = True
             self._cond.notify_all()
 
+    @property
+    def drained(self) -> bool:
+        """Closed and empty: ``get`` has nothing more to give."""
+        with self._cond:
+            return self._closed and not self._items
+
     def __len__(self) -> int:
         with self._cond:
             return len(self._items)

@@ -5,9 +5,23 @@ the recorded segments of a window for ``footage://``; a presigned GET for
 ``s3://``), decodes and samples each (``ingest.source``), optionally records
 its packets (``ingest.recorder``), and puts sampled frames into a
 ``FrameQueue`` whose policy depends on whether the source is live. The
-publisher takes frames off the queue and hands them to the service's
-``publish``. The state machine (``ingest.state``) says where the camera is;
-every change, drop and error shows in the metrics below and in ``report``.
+state machine (``ingest.state``) says where the camera is; every change,
+drop and error shows in the metrics below and in ``report``.
+
+Each frame gets its position in the stream (``frame_position``), from which
+the service derives its event id: a recording's frames by their clock anchor
+and decoded-frame index, a live camera's by capture time.
+
+The publisher takes frames off the queue, has the service ``prepare`` each
+(its event, or None when no deployment covers it) and ``send`` it, keeping
+up to ``ingest.max_unacked_frames`` sends in flight. A frame counts as
+published only once the broker acknowledged it. A send that fails (the
+broker down past ``ingest.send_timeout_s``) is sent again, same event,
+after a capped, growing wait, and the publisher takes nothing new meanwhile:
+a recording's queue fills and its decoding waits (nothing is lost however
+long the outage), a live camera's queue drops its oldest frames (counted).
+Only a stop gives up on unacknowledged frames, counted as dropped
+(``unacknowledged``).
 """
 
 from __future__ import annotations
@@ -17,9 +31,11 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Protocol
 
 from prometheus_client import Counter, Gauge
 
@@ -28,19 +44,26 @@ from ingest.buffer import FrameQueue
 from ingest.recorder import SegmentRecorder, SegmentUploader
 from ingest.source import SampledFrame, SourceError, is_live, redact_url, sample_frames
 from ingest.state import Backoff, CameraState, StateMachine
+from runtime import metrics
 from runtime.settings import CameraSettings, IngestSettings
+from schemas.events import FrameEvent
+from schemas.stages import INGEST
+from schemas.topics import FRAMES
 from storage.objects import ObjectStore, StorageError
 
 log = logging.getLogger(__name__)
 
 CAMERA_UP = Gauge("vigil_camera_up", "1 while a camera is streaming.", ["camera"])
 CAMERA_STATE = Gauge("vigil_camera_state", "1 for the camera's current state, 0 for the others.", ["camera", "state"])
-CAMERA_FRAMES = Counter("vigil_camera_frames_total", "Frames published per camera.", ["camera"])
+CAMERA_FRAMES = Counter("vigil_camera_frames_total", "Frames published per camera (acknowledged by the broker).", ["camera"])
 CAMERA_FPS = Gauge("vigil_camera_fps", "Frames published per second over the last few seconds.", ["camera"])
 CAMERA_DROPPED = Counter("vigil_camera_dropped_frames_total",
                          "Sampled frames not published, by reason: backpressure (queue full, drop_oldest), "
-                         "late (released out of order by the decoder), publish_error, outside_deployment (no active "
-                         "deployment covers the camera).", ["camera", "reason"])
+                         "late (released out of order by the decoder), publish_error (the frame could not be prepared), "
+                         "outside_deployment (no active deployment covers the camera), unacknowledged (ingest stopped "
+                         "before the broker acknowledged it).", ["camera", "reason"])
+CAMERA_RESENDS = Counter("vigil_camera_resends_total", "Frames sent again because the broker did not acknowledge a send.", ["camera"])
+CAMERA_UNACKED = Gauge("vigil_camera_unacked_frames", "Frames sent and not yet acknowledged by the broker.", ["camera"])
 CAMERA_ERRORS = Counter("vigil_camera_errors_total", "Source errors per camera.", ["camera"])
 CAMERA_DECODE_ERRORS = Counter("vigil_camera_decode_errors_total", "Packets that failed to decode and were skipped.", ["camera"])
 CAMERA_LAST_ERROR = Gauge("vigil_camera_last_error_info", "1, labelled with the camera's last error.", ["camera", "error"])
@@ -52,6 +75,8 @@ CAMERA_QUEUE = Gauge("vigil_camera_queue_frames", "Frames waiting in the camera'
 
 FPS_WINDOW_S = 5.0
 _MAX_ERRORS_KEPT = 20
+_SETTLE_EVERY_S = 0.2  # how often an idle publisher looks at its sends in flight
+DROP_REASONS = ("backpressure", "late", "publish_error", "outside_deployment", "unacknowledged")
 
 
 @dataclass
@@ -63,9 +88,11 @@ class CameraReport:
     live: bool = False
     state: str = CameraState.CONNECTING.value
     state_since: str = ""
-    frames: int = 0
+    sampled: int = 0  # frames the sampler gave (after a replay's window)
+    frames: int = 0  # published: acknowledged by the broker
     fps: float = 0.0
-    dropped: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)  # sampled and not published, by reason
+    resends: int = 0  # sends repeated after a failure
     errors: list[str] = field(default_factory=list)  # the most recent ones
     last_error: str | None = None
     decode_errors: int = 0
@@ -85,6 +112,24 @@ class SourcePart:
     label: str
     start_wallclock: datetime | None = None
     window: tuple[datetime, datetime] | None = None  # only frames with source_ts in [from, to) are published
+
+
+class Publisher(Protocol):
+    """What a camera hands its frames to (the ingest service)."""
+
+    def prepare(self, camera_id: str, frame: SampledFrame, position: str) -> FrameEvent | None:
+        """The frame's event (its id derived from ``position``); None when it must not be published."""
+
+    def send(self, event: FrameEvent) -> Future:
+        """Send ``event``; the future completes when the broker acknowledged it, or fails."""
+
+
+def frame_position(frame: SampledFrame, sampler, live: bool) -> str:
+    """Where ``frame`` sits in its stream, the same each time the stream is read again (for recordings): a recording's
+    clock anchor (the run's start, a footage segment's start) and decoded-frame index; a live frame's capture time."""
+    if live:
+        return f"t{frame.source_ts.isoformat()}"
+    return f"{sampler.anchor.isoformat()}#{frame.index}"
 
 
 def is_replay(url: str) -> bool:
@@ -121,11 +166,11 @@ class FpsMeter:
 
 
 class CameraWorker:
-    def __init__(self, camera: CameraSettings, settings: IngestSettings, *, publish: Callable[[str, SampledFrame], bool],
+    def __init__(self, camera: CameraSettings, settings: IngestSettings, *, publisher: Publisher,
                  stop: threading.Event, store: ObjectStore | None = None, uploader: SegmentUploader | None = None):
         self.camera = camera
         self.settings = settings
-        self.publish = publish
+        self.publisher = publisher
         self.stop_event = stop
         self.store = store
         self.live = camera.live if camera.live is not None else is_live(camera.url)
@@ -134,16 +179,18 @@ class CameraWorker:
         if records(camera, settings) and uploader is None:
             raise ValueError(f"camera {camera.id}: recording needs a segment uploader")
         self.report = CameraReport(camera.id, redact_url(camera.url), live=self.live)
-        self.queue: FrameQueue[SampledFrame] = FrameQueue(
+        self.queue: FrameQueue[tuple[SampledFrame, str]] = FrameQueue(
             settings.queue_frames, settings.live_backpressure if self.live else settings.file_backpressure)
         self.backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_max_s, settings.reconnect_jitter,
                                settings.reconnect_max_attempts)
+        self.resend_backoff = Backoff(settings.resend_initial_s, settings.resend_max_s)
         self.fps = FpsMeter()
         cid = camera.id
         for state in CameraState:
             CAMERA_STATE.labels(cid, state.value).set(0)
-        for reason in ("backpressure", "late", "publish_error", "outside_deployment"):
+        for reason in DROP_REASONS:
             CAMERA_DROPPED.labels(cid, reason)
+        CAMERA_RESENDS.labels(cid)
         CAMERA_RECONNECTS.labels(cid)
         CAMERA_OUTAGES.labels(cid)
         self.machine = StateMachine(on_change=self._on_state)
@@ -254,9 +301,12 @@ class CameraWorker:
         """Read one part to its end (or until stop); raises SourceError named after the part's label."""
         camera, settings = self.camera, self.settings
         try:
+            # A recording's clock: its segment's start (replays), else the run's start when set, so a rerun of the
+            # run stamps its frames (and derives their ids) as the first time.
+            start = part.start_wallclock or (None if self.live else settings.run_started_at)
             sampler = sample_frames(
                 part.url, camera.target_fps or settings.target_fps, max_width=settings.max_width,
-                realtime=settings.realtime, start_wallclock=part.start_wallclock, live=self.live,
+                max_pixels=settings.max_frame_pixels, realtime=settings.realtime, start_wallclock=start, live=self.live,
                 hwaccel=camera.hwaccel if camera.hwaccel is not None else settings.hwaccel, timeout_s=settings.timeout_s,
                 rtsp_transport=camera.rtsp_transport or settings.rtsp_transport, keyframes_only=camera.mode == "keyframes",
             )
@@ -274,7 +324,8 @@ class CameraWorker:
                 if self.machine.state != CameraState.STREAMING:
                     self.machine.to(CameraState.STREAMING)
                     self.backoff.reset()
-                dropped = self.queue.put(frame)
+                self.report.sampled += 1
+                dropped = self.queue.put((frame, frame_position(frame, sampler, self.live)))
                 if dropped is not None:
                     self._drop("backpressure")
                 if self.stop_event.is_set():
@@ -304,23 +355,103 @@ class CameraWorker:
 
     # -- publisher ---------------------------------------------------------------
     def _publish_loop(self) -> None:
-        cid, report = self.camera.id, self.report
-        while (frame := self.queue.get()) is not None:
+        in_flight: deque[tuple[SampledFrame, FrameEvent, Future]] = deque()
+        try:
+            while True:
+                item = self.queue.get(_SETTLE_EVERY_S if in_flight else None)
+                if item is not None:
+                    event = self._prepare(*item)
+                    if event is not None:
+                        in_flight.append((item[0], event, self._send(event)))
+                self._settle(in_flight, full=self.settings.max_unacked_frames)
+                if item is None and self.queue.drained:
+                    break
+            self._settle(in_flight, full=1)
+        finally:
+            CAMERA_UNACKED.labels(self.camera.id).set(0)
+
+    def _prepare(self, frame: SampledFrame, position: str) -> FrameEvent | None:
+        """The frame's event; None (counted) when no deployment covers it or it cannot be prepared."""
+        cid = self.camera.id
+        while True:
             try:
-                if not self.publish(cid, frame):  # refused: no deployment covers the camera
-                    self._drop("outside_deployment")
-                    continue
-            except Exception as exc:  # broker down past the producer's buffer, a bad frame: count it, go on
-                log.error("camera %s: could not publish a frame: %s: %s", cid, type(exc).__name__, exc)
-                self._drop("publish_error")
+                event = self.publisher.prepare(cid, frame, position)
+                break
+            except (StorageError, OSError) as exc:  # the claim-check frame not stored: S3 down?
+                self._error(f"could not store a frame: {type(exc).__name__}: {exc}")
+                if self.live or self.stop_event.wait(self.resend_backoff.next_delay()):
+                    self._drop("publish_error")  # a live camera goes on with newer frames
+                    return None
+            except Exception as exc:  # a bad frame or a bug: count it, go on with the others
+                log.error("camera %s: could not prepare a frame: %s: %s", cid, type(exc).__name__, exc)
                 self._error(f"publish failed: {type(exc).__name__}: {exc}")
+                self._drop("publish_error")
+                return None
+        if event is None:
+            self._drop("outside_deployment")
+        return event
+
+    def _send(self, event: FrameEvent) -> Future:
+        try:
+            return self.publisher.send(event)
+        except Exception as exc:  # the producer refused at once (buffer full past its wait): a failed send
+            failed: Future = Future()
+            failed.set_exception(exc)
+            return failed
+
+    def _settle(self, in_flight: deque, *, full: int) -> None:
+        """Count the acknowledged sends at the head of ``in_flight``, waiting for the head while at least ``full``
+        are in flight; a failed send is sent again (see the module doc), after a wait, until acknowledged or stopped."""
+        cid = self.camera.id
+        while in_flight:
+            frame, event, future = in_flight[0]
+            if not future.done():
+                if len(in_flight) < full:
+                    break
+                try:
+                    future.exception(timeout=_SETTLE_EVERY_S)
+                except TimeoutError:
+                    pass
                 continue
-            report.frames += 1
-            report.last_frame_at = datetime.now(timezone.utc).isoformat()
-            report.last_source_ts = frame.source_ts.isoformat()
-            self.fps.tick()
-            CAMERA_FRAMES.labels(cid).inc()
-            CAMERA_LAST_FRAME.labels(cid).set(time.time())
+            error = future.exception()
+            if error is None:
+                in_flight.popleft()
+                self.resend_backoff.reset()
+                self._published(frame)
+                continue
+            delay = self.resend_backoff.next_delay()
+            if self.resend_backoff.attempt == 1:
+                self._error(f"the broker did not acknowledge a frame ({type(error).__name__}: {error}); sending again "
+                            f"until it does")
+            if self.stop_event.wait(delay):  # stopping: give up on what the broker has not acknowledged
+                while in_flight:
+                    frame, _, future = in_flight.popleft()
+                    if self._acked(future):
+                        self._published(frame)
+                    else:
+                        self._drop("unacknowledged")
+                break
+            self.report.resends += 1
+            CAMERA_RESENDS.labels(cid).inc()
+            in_flight[0] = (frame, event, self._send(event))
+        CAMERA_UNACKED.labels(cid).set(len(in_flight))
+
+    @staticmethod
+    def _acked(future: Future) -> bool:
+        try:
+            return future.exception(timeout=_SETTLE_EVERY_S) is None
+        except TimeoutError:
+            return False
+
+    def _published(self, frame: SampledFrame) -> None:
+        cid, report = self.camera.id, self.report
+        report.frames += 1
+        report.last_frame_at = datetime.now(timezone.utc).isoformat()
+        report.last_source_ts = frame.source_ts.isoformat()
+        self.fps.tick()
+        CAMERA_FRAMES.labels(cid).inc()
+        CAMERA_LAST_FRAME.labels(cid).set(time.time())
+        metrics.EVENTS_OUT.labels(INGEST.name, FRAMES.name).inc()
 
     # -- bookkeeping -------------------------------------------------------------
     def _on_state(self, old: CameraState | None, new: CameraState) -> None:

@@ -8,6 +8,16 @@ backoff and jitter until the service stops. Recording cameras share one
 segment uploader. About once a second the service refreshes its gauges and
 writes its cameras' reports to a status file that `vigil status` reads.
 
+Frame ids are derived, not drawn: ``frame_id(run_id, camera, position)``, the
+position being the frame's place in its stream (``ingest.camera.frame_position``),
+so a rerun of the same recording in the same run (same ``ingest.run_id`` and
+``ingest.run_started_at``) publishes the same events again, which the stages
+downstream treat as redeliveries (face, embedding and alert ids derive from
+them). A frame counts as published once the broker acknowledged it; see
+``ingest.camera`` for resending and backpressure. The end report
+(``ingest.report_path``) says per camera what was sampled, published and
+dropped; it is written owner-only and atomically.
+
 A frame is published only when an active deployment covers its camera,
 capture time and run (``accountability.deployments``); others are dropped and
 counted (``vigil_camera_dropped_frames_total{reason="outside_deployment"}``),
@@ -20,11 +30,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import threading
 import time
 import uuid
+from concurrent.futures import Future
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -34,7 +46,7 @@ from ingest.archive import FootageArchive
 from ingest.camera import CameraReport, CameraWorker, reads_s3, records
 from ingest.recorder import SegmentUploader
 from ingest.source import SampledFrame
-from runtime import metrics
+from runtime.files import write_private
 from runtime.health import Health, serve_health
 from runtime.imaging import encode_jpeg
 from runtime.kafka import EventProducer, ensure_topics
@@ -52,7 +64,7 @@ STATUS_EVERY_S = 1.0
 STATUS_STALE_S = 10.0  # a running process whose file is older than this is presumed dead
 STATUS_KEEP_S = 24 * 3600.0  # finished processes' files are pruned after this
 
-__all__ = ["CameraReport", "IngestService", "camera_from_source", "read_status", "status_dir"]
+__all__ = ["CameraReport", "IngestService", "camera_from_source", "frame_id", "read_status", "status_dir"]
 
 
 class IngestService:
@@ -91,7 +103,9 @@ class IngestService:
         if ingest.frame_transport == "s3" or recording or any(reads_s3(c.url) for c in self.cameras):
             self._store = ObjectStore(self.settings.s3)
             self._store.ensure_buckets()
-        self.producer = EventProducer(self.settings.kafka, client_id="vigil-ingest")
+        delivery_ms = int(ingest.send_timeout_s * 1000)  # a send fails after this (then the camera sends it again)
+        self.producer = EventProducer(self.settings.kafka, client_id="vigil-ingest", delivery_timeout_ms=delivery_ms,
+                                      request_timeout_ms=min(30_000, delivery_ms - 100), max_block_ms=delivery_ms)
         self.deployments = None if ingest.publish_outside_deployments else DeploymentTable(self.settings).start()
         uploader = audit = None
         try:
@@ -100,7 +114,7 @@ class IngestService:
                 uploader = SegmentUploader(FootageArchive(self._store), recording,
                                            retention=timedelta(hours=ingest.footage_retention_h),
                                            retention_interval_s=ingest.retention_interval_s, audit=audit).start()
-            self.workers = {c.id: CameraWorker(c, ingest, publish=self._publish, stop=self._stop, store=self._store,
+            self.workers = {c.id: CameraWorker(c, ingest, publisher=self, stop=self._stop, store=self._store,
                                                uploader=uploader) for c in self.cameras}
             self.reports = {cid: worker.report for cid, worker in self.workers.items()}
             self.health.set_ready(True)
@@ -114,8 +128,11 @@ class IngestService:
                     next_status = time.monotonic() + STATUS_EVERY_S
                 time.sleep(0.1)
         finally:
-            self.producer.flush()
-            self.producer.close()
+            try:  # the cameras waited for their sends; this only bounds what a stop left in flight
+                self.producer.flush(timeout_s=ingest.send_timeout_s)
+            except Exception as exc:  # noqa: BLE001 - counted as unacknowledged by the cameras already
+                log.warning("frames still unacknowledged at the end: %s", exc)
+            self.producer.close(timeout_s=5)
             if uploader is not None:
                 uploader.close()
             if audit is not None:
@@ -131,31 +148,36 @@ class IngestService:
     def health_port(self) -> int | None:
         return self.server.server_port if self.server is not None else None
 
-    def _publish(self, camera_id: str, frame: SampledFrame) -> bool:
-        """Publish ``frame``; False when no active deployment covers it (and ``publish_outside_deployments`` is off)."""
+    # -- the cameras' publisher (ingest.camera.Publisher) ------------------------------------------
+    def prepare(self, camera_id: str, frame: SampledFrame, position: str) -> FrameEvent | None:
+        """``frame``'s event; None when no active deployment covers it (and ``publish_outside_deployments`` is off)."""
         if self.deployments is not None and not self.deployments.covering(camera_id, frame.source_ts, self.run_id):
-            return False
+            return None
         height, width = frame.image.shape[:2]
         jpeg = encode_jpeg(frame.image, self.settings.ingest.jpeg_quality)
-        event_id = uuid.uuid4().hex
+        event_id = frame_id(self.run_id, camera_id, position)
         image = {"image_jpeg": jpeg}
         if self.settings.ingest.frame_transport == "s3":  # claim-check: the frame goes to S3, its key into the event
             key = f"{camera_id}/{frame.source_ts:%Y/%m/%d/%H}/{event_id}.jpg"
             self._store.put_bytes(self.settings.s3.frames_bucket, key, jpeg, "image/jpeg")
             image = {"image_key": key}
-        event = FrameEvent(
+        return FrameEvent(
             event_id=event_id, camera_id=camera_id, source_ts=frame.source_ts, trace_id=event_id, run_id=self.run_id,
             frame_index=frame.index, width=width, height=height, **image,
         )
-        self.producer.send(FRAMES, event)
-        metrics.EVENTS_OUT.labels(STAGE, FRAMES.name).inc()
-        return True
+
+    def send(self, event: FrameEvent) -> Future:
+        done: Future = Future()
+        sent = self.producer.send(FRAMES, event)
+        sent.add_callback(done.set_result)
+        sent.add_errback(done.set_exception)
+        return done
 
     def _write_report(self) -> None:
         """Each camera's end report as JSON at ``ingest.report_path``, for the operator that started this process."""
         path = self.settings.ingest.report_path
         if path is not None:
-            path.write_text(json.dumps({cid: vars(report) for cid, report in self.reports.items()}, indent=2, default=str))
+            write_private(path, json.dumps({cid: vars(report) for cid, report in self.reports.items()}, indent=2, default=str))
 
     def _write_status(self, *, running: bool) -> None:
         status = {
@@ -165,10 +187,7 @@ class IngestService:
             "cameras": {cid: vars(worker.refresh()) for cid, worker in self.workers.items()},
         }
         try:
-            self.status_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.status_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(status, indent=1, default=str))
-            tmp.replace(self.status_path)
+            write_private(self.status_path, json.dumps(status, indent=1, default=str))
         except OSError as exc:  # status is for people; never let it stop ingest (a read-only pod says so once)
             log.log(logging.DEBUG if self._status_failed else logging.WARNING,
                     "could not write the status file %s: %s", self.status_path, exc)
@@ -198,11 +217,22 @@ def read_status(settings: IngestSettings, *, now: datetime | None = None) -> lis
     return sorted(found, key=lambda s: s["updated_at"], reverse=True)
 
 
+_FRAME_IDS = uuid.UUID("5d1c7f0e-8a4b-4f55-9a51-0c6e2b7d9f31")  # namespace of derived frame ids
+
+
+def frame_id(run_id: str | None, camera_id: str, position: str) -> str:
+    """A frame's event id (and trace id): the same run, camera and stream position always give the same one."""
+    return uuid.uuid5(_FRAME_IDS, f"{run_id or ''}|{camera_id}|{position}").hex
+
+
 def camera_from_source(source: str) -> CameraSettings:
-    """``ID=URL`` names the camera; a bare path or URL gets its file stem as id."""
+    """``ID=URL`` names the camera (an unsafe id is refused); a bare path or URL gets an id made from its file stem:
+    characters a camera id may not hold become '-', as do runs of dots (``schemas.events.check_camera_id``)."""
     if "=" in source and "://" not in source.split("=", 1)[0]:
         camera_id, url = source.split("=", 1)
     else:
         url = source
-        camera_id = Path(source.split("?")[0].rstrip("/")).stem or "camera"
+        stem = Path(source.split("?")[0].rstrip("/")).stem
+        camera_id = re.sub(r"\.\.+", "-", re.sub(r"[^A-Za-z0-9_.:@-]", "-", stem))
+        camera_id = camera_id.lstrip(".:@-")[:128] or "camera"  # an id starts with a letter, digit or _
     return CameraSettings(id=camera_id, url=url)

@@ -44,6 +44,21 @@ Recording
     clock frames are stamped with, so recorded footage and published frames
     share one timeline.
 
+What FFmpeg may open
+    Every source is opened with a ``protocol_whitelist`` for its kind
+    (``PROTOCOLS``: a file reads files only; rtsp its RTP/UDP/TCP/TLS
+    transports; http(s) http, https, tcp, tls), which also binds every open
+    FFmpeg makes on its behalf (a playlist's entries, a redirect). Recordings
+    are also held to the containers a camera recording uses
+    (``RECORDING_FORMATS``), so a playlist (HLS), a concat list or an image
+    pattern named as a file is refused: it cannot make ingest read other local
+    files or internal URLs. A refused source is a ``SourceError`` like any
+    other that cannot be opened.
+
+Size
+    Frames wider than ``max_width`` or with more than ``max_pixels`` pixels are
+    downscaled (aspect kept) when converted to RGB.
+
 Errors (decided, see ``SourceError``)
     * The source cannot be opened (not found, not a media file, truncated
       before its index, unreachable, no video stream): ``SourceError`` from
@@ -94,6 +109,29 @@ _SLOT_TOLERANCE_S = 1e-3
 _LATE_FRAME_MAX_S = 2.0
 
 _hwaccel_unavailable: str | None = None  # why CUDA decode failed once in this process
+
+# FFmpeg's protocol_whitelist per URL scheme ("" is a local path); a scheme not listed is refused.
+PROTOCOLS = {
+    "": "file",
+    "rtsp": "rtsp,rtp,srtp,udp,tcp,tls",
+    "rtsps": "rtsp,rtp,srtp,udp,tcp,tls",
+    "http": "http,https,tcp,tls",
+    "https": "http,https,tcp,tls",
+    "rtmp": "rtmp,rtmps,tcp,tls",
+    "rtmps": "rtmp,rtmps,tcp,tls",
+    "rtp": "rtp,srtp,udp",
+    "udp": "udp",
+    "srt": "srt",
+    "tcp": "tcp",
+    "mms": "mmsh,mmst,http,tcp",
+    "mmsh": "mmsh,http,tcp",
+}
+# rtsp_transport=http/https tunnels RTSP through HTTP.
+_RTSP_TUNNEL_PROTOCOLS = ",http,https"
+# FFmpeg's format_whitelist of recordings: the demuxers of the containers cameras and recorders write (a demuxer
+# matches when one of its names does: "mov" is mov/mp4, "matroska" is matroska/webm). No playlists (hls), concat
+# lists, image patterns or other demuxers that open further files or URLs.
+RECORDING_FORMATS = "mov,matroska,avi,mpegts,flv,h264,hevc,mjpeg"
 
 
 class SourceError(Exception):
@@ -170,22 +208,50 @@ def is_live(url: str) -> bool:
     return _scheme(url) in LIVE_SCHEMES
 
 
-def _open_options(url: str, timeout_s: float, rtsp_transport: str) -> dict[str, str]:
+def _open_options(url: str, timeout_s: float, rtsp_transport: str, *, recording: bool) -> dict[str, str]:
+    """FFmpeg's options for opening ``url``: timeouts, and what it may open (see "What FFmpeg may open")."""
     scheme = _scheme(url)
+    if scheme not in PROTOCOLS:
+        raise SourceError(url, f"unsupported URL scheme {scheme!r}: use a file path or one of "
+                               f"{', '.join(sorted(s for s in PROTOCOLS if s))}")
+    options = {"protocol_whitelist": PROTOCOLS[scheme]}
+    if recording:
+        options["format_whitelist"] = RECORDING_FORMATS
     micros = str(int(timeout_s * 1_000_000))
     if scheme in ("rtsp", "rtsps"):
         if rtsp_transport not in ("tcp", "udp", "udp_multicast", "http", "https"):
             raise ValueError(f"rtsp_transport must be tcp, udp, udp_multicast, http or https, got {rtsp_transport!r}")
+        if rtsp_transport in ("http", "https"):
+            options["protocol_whitelist"] += _RTSP_TUNNEL_PROTOCOLS
         # "timeout" is the RTSP demuxer's socket I/O timeout in microseconds.
-        return {"rtsp_transport": rtsp_transport, "timeout": micros}
-    if scheme in NETWORK_SCHEMES:
-        return {"rw_timeout": micros}
-    return {}
+        options.update(rtsp_transport=rtsp_transport, timeout=micros)
+    elif scheme in NETWORK_SCHEMES:
+        options["rw_timeout"] = micros
+    return options
 
 
-def _describe_open_error(url: str, exc: BaseException, elapsed_s: float, timeout_s: float) -> str:
+def _refusal(url: str) -> str:
+    """Why a recording FFmpeg would not open under its whitelists was refused, naming the kind of file when it can."""
+    kind = "its container is not one a camera recording uses"
+    if not _scheme(url):
+        try:
+            with open(url, "rb") as f:
+                head = f.read(64).lstrip()
+        except OSError:
+            head = b""
+        if head.startswith(b"#EXTM3U"):
+            kind = "it is an HLS playlist"
+        elif head.startswith(b"ffconcat"):
+            kind = "it is a concat list"
+    return (f"refused: {kind} (recordings must be one of the containers {RECORDING_FORMATS}; playlists, concat lists "
+            f"and other files that name further files or URLs are not read)")
+
+
+def _describe_open_error(url: str, exc: BaseException, elapsed_s: float, timeout_s: float, *, recording: bool) -> str:
     network = _scheme(url) in NETWORK_SCHEMES
     detail = getattr(exc, "strerror", None) or str(exc)  # strerror leaves out the (unmasked) URL
+    if isinstance(exc, av.error.ArgumentError) and recording:  # EINVAL: what FFmpeg answers a format off the whitelist
+        return _refusal(url)
     if isinstance(exc, av.error.FileNotFoundError):
         return "not found (no such file)" if not network else f"not found ({detail})"
     if isinstance(exc, av.error.IsADirectoryError):
@@ -221,21 +287,24 @@ def _av_open(url: str, options: dict[str, str], timeout_s: float, hwaccel_obj) -
     return av.open(url, mode="r", **kwargs)
 
 
-def open_source(url: str, *, hwaccel: bool = False, timeout_s: float = 10, rtsp_transport: str = "tcp") -> "av.container.InputContainer":
+def open_source(url: str, *, hwaccel: bool = False, timeout_s: float = 10, rtsp_transport: str = "tcp",
+                recording: bool | None = None) -> "av.container.InputContainer":
     """Open ``url`` with PyAV and check that it has a video stream.
 
     ``timeout_s`` bounds both the connection and every later read of a
     network source. ``hwaccel=True`` asks for CUDA decoding with software
     fallback; if that cannot be set up (no GPU: PyAV raises
     ``PermissionError``), the source is reopened without it, and the
-    failure is logged once per process. Raises ``SourceError``.
+    failure is logged once per process. A ``recording`` (default: not a live
+    scheme) must be in one of ``RECORDING_FORMATS``. Raises ``SourceError``.
     """
     global _hwaccel_unavailable
     if not url:
         raise SourceError(url, "empty source URL")
     if _scheme(url) == "file":
         url = url[len("file://"):]
-    options = _open_options(url, timeout_s, rtsp_transport)
+    recording = not is_live(url) if recording is None else recording
+    options = _open_options(url, timeout_s, rtsp_transport, recording=recording)
     container = None
     if hwaccel and _hwaccel_unavailable is None:
         from av.codec.hwaccel import HWAccel
@@ -253,7 +322,8 @@ def open_source(url: str, *, hwaccel: bool = False, timeout_s: float = 10, rtsp_
         try:
             container = _av_open(url, options, timeout_s, None)
         except Exception as exc:
-            raise SourceError(url, _describe_open_error(url, exc, time.monotonic() - started, timeout_s)) from exc
+            raise SourceError(url, _describe_open_error(url, exc, time.monotonic() - started, timeout_s,
+                                                        recording=recording)) from exc
     if not container.streams.video:
         kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
         container.close()
@@ -275,6 +345,7 @@ class FrameSampler(Iterator[SampledFrame]):
         target_fps: float,
         *,
         max_width: int | None = None,
+        max_pixels: int | None = None,
         realtime: bool = False,
         start_wallclock: datetime | None = None,
         hwaccel: bool = False,
@@ -290,18 +361,22 @@ class FrameSampler(Iterator[SampledFrame]):
             raise ValueError(f"target_fps must be > 0, got {target_fps}")
         if max_width is not None and max_width < 2:
             raise ValueError(f"max_width must be >= 2 or None, got {max_width}")
+        if max_pixels is not None and max_pixels < 4:
+            raise ValueError(f"max_pixels must be >= 4 or None, got {max_pixels}")
         if start_wallclock is not None and start_wallclock.tzinfo is None:
             raise ValueError("start_wallclock must be timezone-aware")
         self.url = url
         self.target_fps = float(target_fps)
         self.max_width = max_width
+        self.max_pixels = max_pixels
         self.realtime = realtime
         self.keyframes_only = keyframes_only
         self.max_consecutive_errors = max_consecutive_errors
         self.live = is_live(url) if live is None else live
         self.stats = SourceStats(live=self.live)
         self._open_started = datetime.now(timezone.utc)
-        self._container = open_source(url, hwaccel=hwaccel, timeout_s=timeout_s, rtsp_transport=rtsp_transport)
+        self._container = open_source(url, hwaccel=hwaccel, timeout_s=timeout_s, rtsp_transport=rtsp_transport,
+                                      recording=not self.live)
         self._anchor = (start_wallclock or datetime.now(timezone.utc)).astimezone(timezone.utc)
         self._stream = self._container.streams.video[0]
         # Kept apart from the stream: the recorder asks for times after the container is closed, and a closed
@@ -344,6 +419,11 @@ class FrameSampler(Iterator[SampledFrame]):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    @property
+    def anchor(self) -> datetime:
+        """A recording's wall clock of ``pts_s == 0`` (``start_wallclock``, or when it was opened)."""
+        return self._anchor
 
     @property
     def width(self) -> int:
@@ -538,10 +618,14 @@ class FrameSampler(Iterator[SampledFrame]):
     def _to_rgb(self, frame) -> np.ndarray:
         # One reformatter per source keeps libswscale's context between frames
         # (frame.to_ndarray would build a new one for every frame).
-        width, height = frame.width, frame.height
-        if self.max_width is not None and width > self.max_width:
-            new_h = max(2, round(height * self.max_width / width))
-            out = self._reformatter.reformat(frame, format="rgb24", width=self.max_width, height=new_h, interpolation="AREA")
+        width, height = new_w, new_h = frame.width, frame.height
+        if self.max_width is not None and new_w > self.max_width:
+            new_w, new_h = self.max_width, max(2, round(height * self.max_width / width))
+        if self.max_pixels is not None and new_w * new_h > self.max_pixels:
+            scale = math.sqrt(self.max_pixels / (width * height))  # floored: within the cap
+            new_w, new_h = max(2, math.floor(width * scale)), max(2, math.floor(height * scale))
+        if (new_w, new_h) != (width, height):
+            out = self._reformatter.reformat(frame, format="rgb24", width=new_w, height=new_h, interpolation="AREA")
         else:
             out = self._reformatter.reformat(frame, format="rgb24")
         return out.to_ndarray()
@@ -584,6 +668,7 @@ def sample_frames(
     target_fps: float,
     *,
     max_width: int | None = None,
+    max_pixels: int | None = None,
     realtime: bool = False,
     start_wallclock: datetime | None = None,
     **kwargs,
@@ -597,11 +682,14 @@ def sample_frames(
     ``SourceError`` here, before iteration. Set ``packet_sink`` on the
     result to receive the packets as well (see "Recording" above).
     """
-    return FrameSampler(url, target_fps, max_width=max_width, realtime=realtime, start_wallclock=start_wallclock, **kwargs)
+    return FrameSampler(url, target_fps, max_width=max_width, max_pixels=max_pixels, realtime=realtime,
+                        start_wallclock=start_wallclock, **kwargs)
 
 
 __all__ = [
     "LIVE_SCHEMES",
+    "PROTOCOLS",
+    "RECORDING_FORMATS",
     "FrameSampler",
     "SampledFrame",
     "SourceError",

@@ -15,13 +15,16 @@ they come from. Other ``VIGIL_*`` variables without ``__`` (``VIGIL_HOME``,
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from schemas.events import as_utc, check_camera_id
 
 
 def vigil_home() -> Path:
@@ -107,8 +110,15 @@ class ModelSettings(_Section):
     torch_threads: int | None = Field(None, description="torch.set_num_threads; None leaves torch's default.")
 
 
+# Pillow's MAX_IMAGE_PIXELS in every Vigil process (runtime.imaging): no pixel cap below may exceed it, so the stages'
+# own checks from the header always come first and Pillow's guard covers any other decoding path.
+IMAGE_PIXELS_CEILING = 100_000_000
+
+
 class CameraSettings(_Section):
-    id: str = Field(min_length=1, pattern=r"^[^/\s]+$", description="Camera id: the key of every event derived from it (no '/' or spaces).")
+    id: Annotated[str, AfterValidator(check_camera_id)] = Field(
+        description="Camera id: the key of every event derived from it, and part of S3 keys, file names and metric labels: "
+                    "1-128 letters, digits and _.:@- (no '..', no '/').")
     url: str = Field(description="File path, rtsp://, http(s):// URL, s3://BUCKET/KEY (a footage object) or "
                                  "footage://CAMERA?from=T1&to=T2 (recorded segments, what `vigil replay` reads).")
     target_fps: float | None = Field(None, gt=0, description="Overrides ingest.target_fps for this camera.")
@@ -143,8 +153,26 @@ class IngestSettings(_Section):
     footage_retention_h: float = Field(72.0, gt=0, description="Recorded segments older than this many hours are deleted by the ingest that records the camera.")
     retention_interval_s: float = Field(600.0, gt=0, description="How often ingest enforces footage retention.")
     status_dir: Path | None = Field(None, description="Where each ingest process writes its cameras' states for `vigil status` (None: <VIGIL_HOME>/ingest).")
-    run_id: str | None = Field(None, description="Run id stamped on every event, set by `vigil run` and replays; None for a live deployment.")
-    report_path: Path | None = Field(None, description="Where ingest writes its per-camera end report as JSON when its sources end (None: nowhere).")
+    run_id: str | None = Field(None, description="Run id stamped on every event, set by `vigil run` and replays; None for a live deployment. "
+                                                 "Frame ids derive from it, the camera id and the frame's position in its stream.")
+    run_started_at: Annotated[datetime, AfterValidator(as_utc)] | None = Field(
+        None, description="Start of the run (naive: UTC). A recording's frames are stamped run_started_at + their presentation time, so an "
+                          "ingest restarted within a run (same run_id) gives its frames the same source_ts and event ids again; "
+                          "`vigil run` sets it. None: the time each recording is opened.")
+    report_path: Path | None = Field(None, description="Where ingest writes its per-camera end report as JSON when its sources end: frames sampled, "
+                                                       "published (acknowledged by the broker) and dropped by reason, errors; owner-only, "
+                                                       "written atomically (None: nowhere).")
+    max_frame_pixels: int = Field(3840 * 2160, ge=4, le=IMAGE_PIXELS_CEILING,
+                                  description="Frames with more pixels than this are downscaled (aspect kept) before publishing, after max_width; "
+                                              "keep it within detect.max_frame_pixels, which refuses larger frames.")
+    send_timeout_s: float = Field(30.0, gt=0, description="How long the producer tries to deliver one send (its own retries included) "
+                                                          "before ingest counts it failed and sends the same frame again.")
+    max_unacked_frames: int = Field(32, ge=1, description="Frames per camera sent but not yet acknowledged by the broker; past it the camera's "
+                                                          "publisher waits, so its queue fills and its backpressure policy applies.")
+    resend_initial_s: float = Field(0.5, gt=0, description="First wait before a frame the broker did not acknowledge is sent again (same event id); "
+                                                           "doubles per failure up to resend_max_s. Recordings retry until delivered (nothing is "
+                                                           "lost in a broker outage: decoding waits); live cameras too, dropping their oldest queued frames meanwhile.")
+    resend_max_s: float = Field(10.0, gt=0, description="Upper bound of the wait between sends of an unacknowledged frame.")
     publish_outside_deployments: bool = Field(False, description="Publish frames of a camera that no active deployment covers (footage tools, ingest's "
                                                                  "own tests); detect and match ignore them all the same. False: such frames are dropped, counted.")
 
@@ -182,11 +210,20 @@ class DetectSettings(_Section):
     crop_size: int = Field(160, description="Side of the face crop, the box widened by crop_margin (the embedder's input).")
     crop_margin: int = Field(32, ge=0, description="Margin around the box, in crop pixels; the FaceNet weights need one (detect/model.py).")
     quality: FaceQualitySettings = Field(default_factory=FaceQualitySettings, description="Quality gate: blur and pose limits, per-camera overrides.")
+    max_frame_pixels: int = Field(4096 * 4096, ge=4, le=IMAGE_PIXELS_CEILING,
+                                  description="Frames whose JPEG header declares more pixels than this are dead-lettered before decoding "
+                                              "(a decompression bomb: a few KiB that decode to gigabytes); 4K UHD is 8.3 MP.")
+    max_frame_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest frame JPEG accepted, inline or fetched from the frames bucket; "
+                                                                       "larger ones are dead-lettered unread.")
 
 
 class EmbedSettings(_Section):
     batch_size: int = Field(32, ge=1, description="Faces per embedder batch: the most the stage takes at once and the most one model call sees.")
     batch_wait_s: float = Field(0.01, ge=0, description="Longest wait to fill a batch (see detect.batch_wait_s).")
+    max_crop_pixels: int = Field(1024 * 1024, ge=4, le=IMAGE_PIXELS_CEILING,
+                                 description="Face crops whose JPEG header declares more pixels than this are dead-lettered before decoding "
+                                             "(detect makes detect.crop_size squared: 160 x 160 by default).")
+    max_crop_bytes: int = Field(1024 * 1024, ge=1024, description="Largest crop JPEG accepted; larger ones are dead-lettered unread.")
 
 
 class MatchSettings(_Section):

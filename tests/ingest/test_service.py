@@ -10,6 +10,7 @@ import json
 import threading
 import time
 import uuid
+from concurrent.futures import Future
 from datetime import datetime, timezone
 
 import pytest
@@ -18,6 +19,7 @@ from prometheus_client import REGISTRY
 from ingest.camera import CameraWorker
 from ingest.service import IngestService, read_status
 from runtime.settings import CameraSettings, IngestSettings
+from schemas.events import FrameEvent
 from storage.objects import ObjectStore
 from tests.ingest.conftest import free_port, published, with_ingest
 from synthetic.footage import make_corrupt_copy, make_pattern_clip
@@ -118,18 +120,31 @@ def test_every_kind_of_source_in_one_process_each_failing_alone(ingest_settings,
     assert read_status(settings.ingest)[0]["cameras"].keys() == set(ids.values())
 
 
+class SlowPublisher:
+    """Acknowledges each frame 30 ms after it was sent, one at a time (a slow broker)."""
+
+    def __init__(self):
+        self.published: list[int] = []
+
+    def prepare(self, camera_id, frame, position):
+        return FrameEvent(camera_id=camera_id, source_ts=frame.source_ts, trace_id=position, frame_index=frame.index,
+                          width=frame.width, height=frame.height, image_key="k")
+
+    def send(self, event):
+        time.sleep(0.03)
+        self.published.append(event.frame_index)
+        done = Future()
+        done.set_result(None)
+        return done
+
+
 @pytest.mark.parametrize("policy", ["drop_oldest", "wait"])
 def test_backpressure_policy_with_a_slow_publisher(policy, clip):
     camera_id = f"slow-{policy}-{uuid.uuid4().hex[:6]}"
-    published_frames = []
-
-    def slow_publish(camera, frame):
-        time.sleep(0.03)
-        published_frames.append(frame.index)
-        return True
-
+    publisher = SlowPublisher()
+    published_frames = publisher.published
     settings = IngestSettings(queue_frames=2, file_backpressure=policy, target_fps=10)
-    worker = CameraWorker(CameraSettings(id=camera_id, url=str(clip)), settings, publish=slow_publish, stop=threading.Event())
+    worker = CameraWorker(CameraSettings(id=camera_id, url=str(clip)), settings, publisher=publisher, stop=threading.Event())
     worker.start()
     worker.join(30)
     report = worker.refresh()
