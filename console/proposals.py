@@ -9,7 +9,6 @@ decides on their own proposal.
 
 from __future__ import annotations
 
-import os
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from runtime.files import write_private
 from schemas.events import new_id, utc_now
 
 PHOTO_SUFFIXES = {"image/jpeg": ".jpg", "image/png": ".png"}
@@ -62,12 +62,12 @@ class ProposalStore:
         folder = self._dir(proposal.proposal_id)
         folder.mkdir(parents=True, mode=0o700)
         for name, (_, data) in zip(proposal.photos, photos):
-            _write_private(folder / name, data)
+            write_private(folder / name, data)
         self._save(proposal)
         return proposal
 
     def _save(self, proposal: Proposal) -> None:
-        _write_private(self._dir(proposal.proposal_id) / "proposal.json", proposal.model_dump_json(indent=1).encode())
+        write_private(self._dir(proposal.proposal_id) / "proposal.json", proposal.model_dump_json(indent=1).encode())
 
     def get(self, proposal_id: str) -> Proposal:
         try:
@@ -106,8 +106,3 @@ class ProposalStore:
     def release(self, proposal_id: str) -> None:
         (self._dir(proposal_id) / ".deciding").unlink(missing_ok=True)
 
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)

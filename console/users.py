@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import threading
@@ -14,6 +13,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import BaseModel, ConfigDict, Field
 
 from accountability.actors import Role
+from runtime.files import write_private
 from runtime.settings import ConsoleSettings, vigil_home
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
@@ -60,13 +60,8 @@ class UserStore:
         return {u["name"]: User.model_validate(u) for u in data.get("users", [])}
 
     def _save(self, users: dict[str, User]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"users": [u.model_dump(mode="json") for u in sorted(users.values(), key=lambda u: u.name)]}, f, indent=1)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.path)
+        write_private(self.path, json.dumps({"users": [u.model_dump(mode="json") for u in sorted(users.values(), key=lambda u: u.name)]},
+                                            indent=1))
 
     def list(self) -> list[User]:
         return sorted(self._load().values(), key=lambda u: u.name)

@@ -15,6 +15,7 @@ from PIL import Image
 from accountability.actors import Actor
 from accountability.audit import AuditLog
 from detect.model import FaceDetector
+from runtime.files import write_private
 from runtime.settings import VigilSettings
 from storage.objects import ObjectStore
 from vigil.export import jpeg, redact, redaction_detector
@@ -44,7 +45,7 @@ def write_report(summary: RunSummary, path: Path, *, settings: VigilSettings, ac
         ],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    write_private(path, json.dumps(report, indent=2) + "\n")
 
     # The HTML embeds the images (data URIs) so it can be opened anywhere without S3 access.
     store = ObjectStore(settings.s3)
@@ -71,5 +72,5 @@ def write_report(summary: RunSummary, path: Path, *, settings: VigilSettings, ac
         "<th>snapshot (other faces blurred)</th></tr>"
         + "".join(rows) + "</table>"
     )
-    path.with_suffix(".html").write_text(page)
+    write_private(path.with_suffix(".html"), page)
     return path
