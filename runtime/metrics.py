@@ -19,7 +19,10 @@ EVENTS_IN = Counter(
     "vigil_events_in_total", "Input events a stage has finished with: outputs delivered, or dead-lettered.", ["stage", "topic"],
 )
 EVENTS_OUT = Counter("vigil_events_out_total", "Events a stage produced.", ["stage", "topic"])
-DEAD_LETTERS = Counter("vigil_dead_letters_total", "Events sent to the dead-letter topic.", ["stage", "reason"])
+DEAD_LETTERS = Counter("vigil_dead_letters_total", "Events sent to the dead-letter topic (poison events), by reason.", ["stage", "reason"])
+RETRIES = Counter(
+    "vigil_retries_total", "Retries after a transient error (a dependency unavailable, a failed delivery), by cause.", ["stage", "cause"],
+)
 BATCH_SIZE = Histogram("vigil_batch_size", "Events per processed batch.", ["stage"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 PROCESS_SECONDS = Histogram(
     "vigil_process_seconds", "Time spent processing one batch (model or search time included).", ["stage"],

@@ -298,6 +298,18 @@ class StageSettings(_Section):
     health_port: int = Field(8000, description="Port of /metrics, /healthz and /readyz (0 picks a free one).")
     log_level: str = Field("INFO", description="Log level.")
     log_format: Literal["json", "text"] = Field("json", description="Structured JSON logs or plain text.")
+    dependency_timeout_s: float = Field(300, gt=0, description="How long a stream stage retries an unavailable dependency (Kafka, S3, "
+                                                                   "Milvus; backoff capped at 30 s, not-ready meanwhile) before it exits "
+                                                                   "non-zero for a restart.")
+    delivery_timeout_s: float = Field(30, gt=0, description="How long one delivery of a stream stage's outputs may wait for the "
+                                                            "broker's acknowledgement before it counts as failed (and is retried).")
+    batch_stall_s: float = Field(120, gt=0, description="Liveness fails when a batch is in hand this long without completing or "
+                                                        "retrying (a hung model or client call).")
+    shutdown_grace_s: float = Field(20, gt=0, description="On SIGTERM, how long the batch in hand may take to finish; past it the "
+                                                          "stage exits without acknowledging it. Keep it well under the pod's "
+                                                          "terminationGracePeriodSeconds.")
+    topic_check_interval_s: float = Field(5, gt=0, description="How often a stream stage checks that the broker is reachable and its "
+                                                               "topics exist (a broker that lost its data makes it exit for a restart).")
 
 
 class VigilSettings(BaseSettings):
