@@ -23,13 +23,21 @@ machine need:
   restart waits for the old ones to expire (a restart takes ~25 s, a first start ~3 s).
 
 Milvus 2.3.5's gRPC and metrics servers bind every interface whatever the
-config says, so ``--auth`` (used by the stack) turns authentication on.
+config says. The stack therefore passes ``--publish``: the launcher binds the
+proxy port on the host's 127.0.0.1, moves into a network namespace of its own
+with only loopback (``localstack.netns``), starts Milvus there, and relays the
+published port to the proxy only once Milvus is healthy and, with ``--auth
+--credentials FILE``, root's default password has been replaced by the file's
+``milvus_password``. From outside the namespace the default login never works
+and no other Milvus or etcd port exists.
 """
 
 from __future__ import annotations
 
 import argparse
 import fcntl
+import json
+import logging
 import os
 import signal
 import subprocess
@@ -38,6 +46,8 @@ import time
 from pathlib import Path
 
 from milvus import MilvusServer, MilvusServerConfig, _initialize_data_files
+
+from localstack import netns
 
 # Port names accepted by --port: the template's ``<name>_port`` items plus our own.
 TEMPLATE_PORTS = ("proxy", "proxy_internal", "root_coord", "query_coord", "query_node",
@@ -48,6 +58,8 @@ LOOPBACK = "127.0.0.1"
 RUN_DIRS = (Path("/run/milvus"), Path("/tmp/milvus"))  # fixed in the binary: pid and server-id files
 SESSION_TTL_S = 10
 GRACEFUL_STOP_S = 20  # Milvus forces its own exit after this
+DEFAULT_PASSWORD = "Milvus"  # root's password on a fresh server with authentication on
+PASSWORD_TIMEOUT_S = 60.0
 
 
 class _Terminated(Exception):
@@ -174,6 +186,32 @@ def build_server(base_dir: Path, ports: dict[str, int], *, alias: str, bin_root:
                              metrics_port=ports["metrics"], stop_grace_s=stop_grace_s)
 
 
+def set_root_password(port: int, password: str, timeout_s: float = PASSWORD_TIMEOUT_S) -> str:
+    """Make root's password ``password`` (replacing the default); returns "kept" or "changed"."""
+    from pymilvus import MilvusClient
+
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # it logs a traceback per refused login
+    uri, deadline = f"http://{LOOPBACK}:{port}", time.monotonic() + timeout_s
+    while True:
+        try:
+            MilvusClient(uri, token=f"root:{password}", timeout=5).close()
+            return "kept"
+        except Exception as ours:  # noqa: BLE001 - a fresh server: try the default login
+            try:
+                client = MilvusClient(uri, token=f"root:{DEFAULT_PASSWORD}", timeout=5)
+                try:
+                    client.update_password("root", DEFAULT_PASSWORD, password)
+                finally:
+                    client.close()
+                return "changed"
+            except Exception as default:  # noqa: BLE001 - not ready yet, or neither password works
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"root's password could not be set: the stack's login failed ({ours!r}) "
+                                       f"and so did the default one ({default!r}); was the credentials file "
+                                       "replaced while Milvus's data was kept?") from default
+        time.sleep(0.5)
+
+
 def _port(text: str) -> tuple[str, int]:
     name, _, value = text.partition("=")
     if name not in PORTS or not value.isdigit():
@@ -188,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=_port, action="append", default=[], help="NAME=PORT, once per port.")
     parser.add_argument("--alias", default=None, help="Instance alias (names the pid file); default milvus-<proxy port>.")
     parser.add_argument("--auth", action="store_true", help="Turn authentication on (root's first password is Milvus).")
+    parser.add_argument("--credentials", type=Path, help="JSON file whose milvus_password becomes root's password "
+                        "(with --auth) before the proxy port is published.")
+    parser.add_argument("--publish", action="store_true", help="Run in a network namespace of its own and publish "
+                        "only the proxy port, on the host's 127.0.0.1.")
     parser.add_argument("--log-level", default="warn", choices=["debug", "info", "warn", "error"])
     parser.add_argument("--stop-grace", type=float, default=30.0, help="Seconds to wait for a graceful stop.")
     args = parser.parse_args(argv)
@@ -198,6 +240,19 @@ def main(argv: list[str] | None = None) -> int:
                               stop_grace_s=args.stop_grace)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.credentials and not args.auth:
+        parser.error("--credentials needs --auth")
+    password = json.loads(args.credentials.read_text())["milvus_password"] if args.credentials else None
+    listener = None
+    if args.publish:
+        # Bound (not listening) in the host's namespace, before moving into our own.
+        listener = netns.bind_published(ports["proxy"])
+        try:
+            how = netns.enter_private_network()
+        except netns.NamespaceError as exc:
+            print(f"localstack.milvus_server: {exc}", file=sys.stderr, flush=True)
+            return 2
+        print(f"localstack.milvus_server: in a private network namespace ({how})", flush=True)
 
     def on_signal(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -209,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     rc = 0
     try:
         server.start()
+        if password:
+            print(f"localstack.milvus_server: root's password {set_root_password(ports['proxy'], password)}", flush=True)
+        if listener:
+            netns.Relay(listener, ports["proxy"]).start()
         print(f"localstack.milvus_server: Milvus ready on {LOOPBACK}:{ports['proxy']} (pid {server.server_proc.pid})",
               flush=True)
         while server.server_proc.poll() is None:

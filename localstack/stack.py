@@ -19,9 +19,29 @@ side by side, e.g. the tests beside ``vigil run``). The servers run detached
 * ``home/data/credentials.json`` - the S3 secret and Milvus password, kept with
   the data they protect so a restarted stack keeps them.
 
-Milvus 2.3.5 binds its gRPC and metrics ports on every interface whatever its
-config says, so the stack turns its authentication on and gives root a random
-password (``milvus.token`` in stack.yaml). SeaweedFS and Tansu bind 127.0.0.1.
+The home, ``data/``, ``logs/`` and each server's data folder are made 0700; the
+files that hold secrets (stack.yaml, credentials.json, s3.json) and the logs 0600.
+
+Confinement. Tansu binds 127.0.0.1 only. Milvus 2.3.5 binds its nine gRPC and
+metrics ports on every interface whatever its config says, and SeaweedFS's
+master, volume and filer answer HTTP and gRPC without credentials; so each of
+them runs in a network namespace of its own whose only interface is loopback
+(``localstack.netns``), and only its client port (Milvus's proxy, the S3 API) is
+published on the host's 127.0.0.1 through a relay. Nothing else of theirs can be
+reached, from this host or any other. Milvus's authentication is on and root's
+default password is replaced inside the namespace before the relay listens, so
+``root:Milvus`` never works through the published port. Without the privilege to
+make a namespace (root, or unprivileged user namespaces) ``up`` fails with a
+message that says so; there is no fallback to exposed ports.
+
+For the fault suite:
+
+* ``pids(home)`` - per service, the pids of all its processes (launcher, server
+  and the server's children: one process group), e.g. for SIGSTOP/SIGCONT;
+* ``restart_service(home, name)`` - stop one service and start it again on the
+  same ports and credentials (Tansu keeps topics in memory: they are lost);
+* ``down(home)`` - says per service how it ended (``"stopped"`` on SIGTERM, or
+  ``"killed"`` after its grace period) and in how many seconds.
 """
 
 from __future__ import annotations
@@ -230,12 +250,6 @@ class Service:
     def cleanup(self, record: dict[str, Any]) -> None:
         """Remove what the stopped server left outside its home."""
 
-    def all_ports(self, ports: dict[str, int]) -> dict[str, int]:
-        """Every port the server opens, for the record."""
-        if not self.paired:
-            return dict(ports)
-        return {**ports, **{f"{name}_grpc": port + GRPC_OFFSET for name, port in ports.items()}}
-
 
 class Kafka(Service):
     name = "kafka"
@@ -278,7 +292,7 @@ class S3(Service):
     name = "s3"
     ports = ("s3", "master", "volume", "filer", "admin")
     paired = True
-    stop_grace_s = 6.0  # stops in ~2 s; now and then hangs stopping its admin server
+    stop_grace_s = 10.0  # stops in ~2.5 s: its filer and volume servers each wait ~1 s
     yaml_fields = {"endpoint", "access_key", "secret_key"}
 
     @staticmethod
@@ -302,11 +316,12 @@ class S3(Service):
         identity = {"name": "vigil", "credentials": [{"accessKey": s3.access_key, "secretKey": s3.secret_key.get_secret_value()}],
                     "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
         _write_private(ctx.path("data", "s3.json"), json.dumps({"identities": [identity]}, indent=2))
-        ctx.path("data", "s3").mkdir(parents=True, exist_ok=True)
+        _private_dir(ctx.path("data", "s3"))
 
     def command(self, ctx: Context) -> list[str]:
         p = ctx.ports
-        args = [self.binary(), "mini", f"-dir={ctx.path('data', 's3')}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
+        # In a network namespace of its own: only the S3 API is published, on the host's loopback.
+        args = [sys.executable, "-m", "localstack.netns", f"--publish={p['s3']}", "--", self.binary(), "mini", f"-dir={ctx.path('data', 's3')}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
                 f"-s3.config={ctx.path('data', 's3.json')}", "-master.telemetry=false",
                 "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0"]
         for name in self.ports:
@@ -317,7 +332,7 @@ class S3(Service):
         # weed makes /tmp/seaweedfs-<component>-<port>.sock and leaves some behind.
         tmp = Path(os.environ.get("TMPDIR") or "/tmp")
         for port in record.get("ports", {}).values():
-            for sock in tmp.glob(f"seaweedfs-*-{int(port)}.sock"):
+            for sock in [*tmp.glob(f"seaweedfs-*-{int(port)}.sock"), *tmp.glob(f"seaweedfs-*-{int(port) + GRPC_OFFSET}.sock")]:
                 with contextlib.suppress(OSError):
                     sock.unlink()
 
@@ -352,10 +367,15 @@ class Milvus(Service):
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
         return base / "vigil" / f"milvus-{version}"
 
+    def prepare(self, ctx: Context) -> None:
+        _private_dir(ctx.path("data", "milvus"))
+
     def command(self, ctx: Context) -> list[str]:
+        # --publish: a network namespace of its own, the proxy port published on the host's loopback
+        # once root's password is the stack's (read from the credentials file, not the command line).
         args = [sys.executable, "-m", "localstack.milvus_server", f"--base-dir={ctx.path('data', 'milvus')}",
                 f"--bin-cache={self.bin_cache()}", f"--alias=vigil-{ctx.ports['proxy']}", "--auth",
-                f"--stop-grace={self.stop_grace_s - 10}"]
+                f"--credentials={ctx.path(CREDENTIALS_FILE)}", "--publish", f"--stop-grace={self.stop_grace_s - 10}"]
         return args + [f"--port={name}={ctx.ports[name]}" for name in self.ports]
 
     def cleanup(self, record: dict[str, Any]) -> None:
@@ -370,29 +390,14 @@ class Milvus(Service):
                               token=f"root:{ctx.credentials['milvus_password']}")
 
     def probe(self, ctx: Context) -> None:
-        import urllib.request
-
         from pymilvus import MilvusClient
 
+        # The launcher publishes the port only once Milvus is healthy and root's password is ours.
         if not _port_open(ctx.ports["proxy"]):
-            raise StackError("proxy port not open yet")
-        # /healthz answers OK once every component (query node included) is up.
-        with urllib.request.urlopen(f"http://{LOOPBACK}:{ctx.ports['metrics']}/healthz", timeout=2) as resp:
-            if b"OK" not in resp.read():
-                raise StackError("healthz not OK yet")
+            raise StackError("proxy port not published yet")
         settings = self.settings(ctx)
-        token = settings.token.get_secret_value()
         with _quiet("pymilvus"):  # it logs a traceback for every refused attempt
-            try:
-                client = MilvusClient(settings.uri, token=token, timeout=5)
-            except Exception:
-                # A fresh server still has root's default password: set ours.
-                client = MilvusClient(settings.uri, token=self.DEFAULT_TOKEN, timeout=5)
-                try:
-                    client.update_password("root", self.DEFAULT_TOKEN.split(":", 1)[1], token.split(":", 1)[1])
-                finally:
-                    client.close()
-                client = MilvusClient(settings.uri, token=token, timeout=5)
+            client = MilvusClient(settings.uri, token=settings.token.get_secret_value(), timeout=5)
             try:
                 client.list_collections()
             finally:
@@ -404,9 +409,15 @@ SERVICES: tuple[Service, ...] = (Kafka(), S3(), Milvus())
 
 # --------------------------------------------------------------------------- state files
 
+def _private_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)  # also when it was made earlier with other permissions
+
+
 def _write_private(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
 
@@ -455,14 +466,16 @@ class _Started:
 def _spawn(service: Service, ctx: Context) -> _Started:
     service.prepare(ctx)
     log_path = ctx.path("logs", f"{service.name}.log")
-    with open(log_path, "ab") as log_fh:
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "ab") as log_fh:
         log_fh.write(f"\n=== vigil stack: starting {service.name} at {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
         log_fh.flush()
         proc = subprocess.Popen(service.command(ctx), stdin=subprocess.DEVNULL, stdout=log_fh,
                                 stderr=subprocess.STDOUT, cwd=ctx.home, start_new_session=True, close_fds=True)
     settings = service.settings(ctx)
     record = {"pid": proc.pid, "start_time": _start_time(proc.pid), "client_port": ctx.ports[service.ports[0]],
-              "ports": service.all_ports({n: ctx.ports[n] for n in service.ports}), "log": str(log_path),
+              "ports": {n: ctx.ports[n] for n in service.ports}, "log": str(log_path),
               "endpoint": getattr(settings, "bootstrap", None) or getattr(settings, "endpoint", None)
               or getattr(settings, "uri", None)}
     return _Started(service, proc, ctx, settings, log_path, record)
@@ -515,8 +528,8 @@ def up(home: Path, timeout_s: float | None = None) -> dict[str, Any]:
             return {**_describe(home, _read_state(home)), "reused": True, "startup_s": 0.0}
         _down(home)  # whatever is left of a stack that half-died
         t0 = time.monotonic()
-        for sub in ("logs", "data"):
-            (home / sub).mkdir(parents=True, exist_ok=True)
+        for folder in (home, home / "logs", home / "data"):
+            _private_dir(folder)
         allocator = PortAllocator()
         try:
             ports = {name: allocator.take(svc.paired) for svc in SERVICES for name in svc.ports}
@@ -527,20 +540,21 @@ def up(home: Path, timeout_s: float | None = None) -> dict[str, Any]:
         try:
             for service in SERVICES:
                 started.append(_spawn(service, ctx))
-                _save_state(home, started)
+                _save_state(home, {s.service.name: s.record for s in started})
             for item in started:
                 _wait_ready(item, timeout_s or item.service.start_timeout_s)
         except BaseException:
             _down(home)
             raise
         _write_config(home, started)
-        state = _save_state(home, started, ready=True, startup_s=round(time.monotonic() - t0, 2))
+        state = _save_state(home, {s.service.name: s.record for s in started}, ready=True,
+                            startup_s=round(time.monotonic() - t0, 2))
         log.info("local stack up in %s (%.1f s)", home, state["startup_s"])
         return {**_describe(home, state), "reused": False, "startup_s": state["startup_s"]}
 
 
-def _save_state(home: Path, started: list[_Started], **extra: Any) -> dict[str, Any]:
-    state = {"home": str(home), "services": {s.service.name: s.record for s in started}, **extra}
+def _save_state(home: Path, records: dict[str, dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    state = {"home": str(home), "services": records, **extra}
     _write_private(home / STATE_FILE, json.dumps(state, indent=2))
     return state
 
@@ -552,54 +566,65 @@ def _describe(home: Path, state: dict[str, Any] | None) -> dict[str, Any]:
                          for name, rec in services.items()}}
 
 
-def down(home: Path) -> list[str]:
+def down(home: Path) -> dict[str, dict[str, Any]]:
     """Stop the stack in ``home``: SIGTERM, then SIGKILL after each server's grace period.
 
     Idempotent: a home with no running stack is left as it is. Removes stack.json
-    and stack.yaml; data, logs and credentials stay. Returns the services stopped.
+    and stack.yaml; data, logs and credentials stay. Returns, per service that
+    was running, how it ended: ``{"how": "stopped" | "killed", "seconds": ...}``.
     """
     home = Path(home).resolve()
     with _locked(home):
         return _down(home)
 
 
-def _down(home: Path) -> list[str]:
+def _down(home: Path) -> dict[str, dict[str, Any]]:
     state = _read_state(home) or {}
+    ended = _stop(state.get("services", {}))
+    for name in (STATE_FILE, CONFIG_FILE):
+        with contextlib.suppress(FileNotFoundError):
+            (home / name).unlink()
+    return ended
+
+
+def _stop(records: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Stop the process groups of ``records`` (name -> state record) at once; say how each ended."""
     by_name = {s.name: s for s in SERVICES}
-    stopping: dict[str, tuple[int, float]] = {}
-    for name, rec in state.get("services", {}).items():
+    stopping: dict[str, tuple[int, float, float]] = {}  # name -> pid, start, deadline
+    ended: dict[str, dict[str, Any]] = {}
+    for name, rec in records.items():
         pid = rec.get("pid")
         if not pid:
             continue
+        now = time.monotonic()
         if _alive(pid, rec.get("start_time")):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGTERM)  # each launcher passes it on to its server
             grace = by_name[name].stop_grace_s if name in by_name else 10.0
-            stopping[name] = (pid, time.monotonic() + grace)
+            stopping[name] = (pid, now, now + grace)
         elif _proc_stat(pid) is None and _group_alive(pid):
             # The leader died but left its group behind (e.g. Milvus under a killed launcher).
             # Only when the pid is free: a reused pid belongs to someone else.
-            stopping[name] = (pid, time.monotonic())
-    pending = dict(stopping)
-    while pending:
-        for name, (pid, deadline) in list(pending.items()):
+            stopping[name] = (pid, now, now)
+    while stopping:
+        for name, (pid, start, deadline) in list(stopping.items()):
             _reap(pid)
             if not _group_alive(pid):
-                del pending[name]
+                ended[name] = {"how": "stopped", "seconds": round(time.monotonic() - start, 2)}
             elif time.monotonic() > deadline:
                 log.warning("%s (pid %d) did not stop in time: killing its process group", name, pid)
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
                 _wait_group_gone(pid, 10.0)
-                del pending[name]
-        time.sleep(0.1)
-    for name, rec in state.get("services", {}).items():
+                ended[name] = {"how": "killed", "seconds": round(time.monotonic() - start, 2)}
+            else:
+                continue
+            del stopping[name]
+        time.sleep(0.05)
+    for name, rec in records.items():
         if name in by_name and not _group_alive(rec.get("pid") or 0):
             by_name[name].cleanup(rec)
-    for name in (STATE_FILE, CONFIG_FILE):
-        with contextlib.suppress(FileNotFoundError):
-            (home / name).unlink()
-    return sorted(stopping)
+    return ended
 
 
 def _wait_group_gone(pgid: int, timeout_s: float) -> None:
@@ -609,6 +634,49 @@ def _wait_group_gone(pgid: int, timeout_s: float) -> None:
         if not _group_alive(pgid):
             return
         time.sleep(0.05)
+
+
+def pids(home: Path) -> dict[str, list[int]]:
+    """Per running service, every process of it: its launcher (first) and everything in its process group.
+
+    Pausing a service means stopping all of them (``os.killpg(pids[name][0], SIGSTOP)``
+    does it too): for S3 and Milvus the launcher relays their client port.
+    """
+    state = _read_state(Path(home).resolve()) or {}
+    leaders = {name: rec["pid"] for name, rec in state.get("services", {}).items()
+               if rec.get("pid") and _alive(rec["pid"], rec.get("start_time"))}
+    members: dict[int, list[int]] = {pid: [] for pid in leaders.values()}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _proc_stat(int(entry.name))
+            if stat and stat[0] not in ("Z", "X") and int(stat[2]) in members:
+                members[int(stat[2])].append(int(entry.name))
+    return {name: sorted(members[pid], key=lambda p: (p != pid, p)) for name, pid in leaders.items()}
+
+
+def restart_service(home: Path, name: str, timeout_s: float | None = None) -> dict[str, Any]:
+    """Stop one service of the running stack in ``home`` and start it again on the same ports and credentials.
+
+    Returns ``{"stopped": how it ended (as ``down`` says), "startup_s": ...}``.
+    Tansu keeps everything in memory: its topics and offsets are lost. Milvus
+    takes ~25 s to come back (it waits for its old etcd sessions to expire).
+    """
+    home = Path(home).resolve()
+    by_name = {s.name: s for s in SERVICES}
+    if name not in by_name:
+        raise StackError(f"no service {name!r}; the stack's services are {', '.join(by_name)}")
+    with _locked(home):
+        state = _read_state(home)
+        if not state or not state.get("ready") or name not in state.get("services", {}):
+            raise StackError(f"no stack running in {home}: start it with `vigil up`")
+        ended = _stop({name: state["services"][name]}).get(name, {"how": "not running", "seconds": 0.0})
+        ports = {port_name: port for rec in state["services"].values() for port_name, port in rec["ports"].items()}
+        t0 = time.monotonic()
+        started = _spawn(by_name[name], Context(home=home, ports=ports, credentials=_credentials(home)))
+        state["services"][name] = started.record
+        _save_state(home, state["services"], **{k: v for k, v in state.items() if k not in ("home", "services")})
+        _wait_ready(started, timeout_s or started.service.start_timeout_s)
+        return {"stopped": ended, "startup_s": round(time.monotonic() - t0, 2)}
 
 
 def status(home: Path) -> dict[str, Any]:
