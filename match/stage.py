@@ -24,12 +24,19 @@ A housekeeping thread does that and ends idle tracks (their
 the retention sweep by age (``accountability.retention.Housekeeper``) runs
 apart, as ``vigil housekeep`` (the ``vigil-housekeep`` CronJob).
 
-Retries: tracks live in memory, per (run, camera). A batch works on new track
-values and they replace the stage's only once every output of the batch
-exists, so a batch that fails part-way (S3, Milvus) is retried from the same
-state. A face already applied (a redelivery) is not applied twice: the outputs
-it produced are given again, with the same ids. After a restart or a
-rebalance, tracks start afresh from the first face the consumer sees.
+Restarts and rebalances: each (run, camera)'s tracks are written to match's
+changelog (``match.state``, ``vigil.match-state.v1``) after the batch's outputs
+are delivered and before its offsets commit. A batch works on copies, kept
+only once every output exists, so a batch that fails part-way (S3, Milvus) is
+retried from the same state. After a restart or a partition move, the
+instance that gets the camera reads the changelog and carries on the same
+tracks: the same sighting keeps its track id and alert id whichever instance
+handles it, and a face redelivered after a crash is not applied twice.
+Stopping leaves the tracks open (they live on in the changelog).
+
+Missing evidence: when the best face's frame or crop is gone before match
+copies it (deleted, lost), the alert is still raised, with
+``evidence_missing`` naming what is absent.
 """
 
 from __future__ import annotations
@@ -38,7 +45,6 @@ import logging
 import threading
 import time
 from collections import OrderedDict, defaultdict
-from typing import NamedTuple
 
 import numpy as np
 from prometheus_client import Counter, Gauge
@@ -48,18 +54,17 @@ from accountability.audit import AuditLog, AuditUnavailable
 from accountability.deployments import DeploymentTable, may_match, persons_of
 from accountability.retention import TransientRefs, delete_audited
 from match.decision import alert_id, best_per_person, face_weight
+from match.state import CameraState, read_changelog, state_event
 from match.tracking import Ended, Face, Track, step
 from runtime.stream import StreamProcessor
-from schemas.events import AlertEvent, Box, EmbeddingEvent, TrackEndedEvent
+from schemas.events import AlertEvent, Box, EmbeddingEvent, TrackedFace, TrackEndedEvent
 from schemas.stages import MATCH
-from schemas.topics import ALERTS, TRACKS
-from storage.objects import ObjectStore, StorageError, evidence_key
+from schemas.topics import ALERTS, MATCH_STATE, TRACKS
+from storage.objects import ObjectNotFound, ObjectStore, StorageError, evidence_key
 from storage.vectors import DIM, Watchlist
 
 log = logging.getLogger(__name__)
 
-# Faces remembered as applied, with their outputs, for redeliveries (most recent first out of the window).
-APPLIED_WINDOW = 16384
 # (run, camera) pairs with open tracks; beyond this the least recently active pair's tracks are ended
 # (reason evicted): a finished replay run's last tracks would otherwise stay open for ever.
 MAX_OPEN_CAMERAS = 1024
@@ -67,6 +72,8 @@ MAX_OPEN_CAMERAS = 1024
 TRACKS_OPEN = Gauge("vigil_tracks_open", "Face tracks a match consumer holds open.", ["stage"])
 OUTSIDE_DEPLOYMENTS = Counter("vigil_faces_outside_deployments_total", "Faces no active deployment covered: not searched, evidence deleted.",
                               ["stage", "camera"])
+EVIDENCE_MISSING = Counter("vigil_alert_evidence_missing_total", "Alerts raised without an evidence object (gone before match copied it).",
+                           ["stage", "kind"])
 HOUSEKEEPING_EVERY_S = 0.5
 
 
@@ -74,25 +81,15 @@ def _face_key(event: EmbeddingEvent) -> tuple:
     return event.run_id, event.camera_id, event.face_event_id
 
 
-class FaceRef(NamedTuple):
-    """What a track keeps of a face: enough to raise an alert on it or report the track's end."""
-
-    face_event_id: str
-    source_ts: object
-    trace_id: str
-    box: Box
-    crop_key: str
-    snapshot_key: str
-    model: str
-
-
 class MatchProcessor(StreamProcessor):
     stage = MATCH
 
     def __init__(self, settings):
         super().__init__(settings)
-        self.tracks: OrderedDict[tuple, tuple[Track, ...]] = OrderedDict()  # (run, camera) -> open tracks, LRU order
-        self.applied: OrderedDict[tuple, list[tuple]] = OrderedDict()  # (run, camera, face event id) -> its outputs
+        self.cameras: OrderedDict[tuple, CameraState] = OrderedDict()  # (run, camera) -> its open tracks, LRU order
+        self.restored: dict[tuple, CameraState] = {}  # the changelog as last read: taken up when a camera's face comes
+        self.dirty: set[tuple] = set()  # cameras whose state changed since the last checkpoint (idle ends)
+        self.to_checkpoint: set[tuple] = set()  # cameras whose state the batch in hand changed
         self.refs = TransientRefs()
         self.last_face_at: dict[tuple, float] = {}  # (run, camera) -> monotonic time its last face was processed
         self.pending: list[tuple] = []  # ends of idle tracks, published with the next batch
@@ -113,77 +110,101 @@ class MatchProcessor(StreamProcessor):
         self.store.ensure_buckets()
         self.deployments = DeploymentTable(self.settings).start()
         self.audit = AuditLog(self.settings, client_id="vigil-match-retention")
+        self.assigned()
         self._housekeeping = threading.Thread(target=self._housekeep, name="match-housekeeping", daemon=True)
         self._housekeeping.start()
+
+    def assigned(self) -> None:
+        """Partitions (re)assigned: cameras may have moved here, or away and back, so every state comes from the changelog."""
+        restored = read_changelog(self.settings.kafka)
+        with self.lock:
+            self.cameras.clear()
+            self.last_face_at.clear()
+            self.refs = TransientRefs()  # kept by the tracks taken up again (_take_up)
+            self.restored = restored
+        log.info("track state read from the changelog", extra={"cameras": len(restored)})
+
+    def _take_up(self, key: tuple) -> CameraState:
+        """A camera's state: in hand, else as the changelog left it (this instance now gets its faces), else empty."""
+        if key not in self.cameras:
+            state = self.restored.pop(key, None) or CameraState()
+            for track in state.tracks:  # the transient evidence an alert or the end of the track may still need
+                for face in (track.last_ref, *(ev.best_face for ev in track.persons.values())):
+                    self.refs.hold(track.track_id, face.crop_key, face.snapshot_key)
+            self.cameras[key] = state
+        return self.cameras[key]
 
     def process(self, embeddings: list[EmbeddingEvent]) -> list[tuple]:
         with self.lock:
             return self._process(embeddings)
 
+    def checkpoint(self) -> list[tuple]:
+        """The state of each camera the batch changed, once its outputs are delivered (and before its offsets commit)."""
+        with self.lock:
+            keys, self.to_checkpoint = self.to_checkpoint, set()
+            return [(MATCH_STATE, state_event(*key, self.cameras.get(key) or self.restored.get(key) or CameraState()))
+                    for key in sorted(keys, key=str)]
+
     def _process(self, embeddings: list[EmbeddingEvent]) -> list[tuple]:
         covering = {_face_key(e): self.deployments.covering(e.camera_id, e.source_ts, e.run_id) for e in embeddings}
+        working: dict[tuple, CameraState] = {}  # copies; kept only when the whole batch succeeded
         todo: dict[tuple, EmbeddingEvent] = {}
+        fresh: list[EmbeddingEvent] = []  # not applied before, in arrival order
         for event in embeddings:
-            if _face_key(event) not in self.applied and covering[_face_key(event)]:
-                todo.setdefault(_face_key(event), event)
+            key = (event.run_id, event.camera_id)
+            if key not in working:
+                working[key] = self._take_up(key).copy()
+            if working[key].seen(event.face_event_id, event.source_ts) or _face_key(event) in todo:
+                continue  # a redelivery: its outputs were delivered before its camera's state was written
+            working[key].applying(event.face_event_id, event.source_ts)
+            fresh.append(event)
+            if covering[_face_key(event)]:
+                todo[_face_key(event)] = event
         hits = self._search(todo, covering)
 
-        working: dict[tuple, tuple[Track, ...]] = {}  # new track values; kept only when the whole batch succeeded
-        produced: dict[tuple, list[tuple]] = {}
         held: list[tuple[str, str, str]] = []  # (track, crop, frame) of each face applied
         ended_ids: list[str] = []
         outside: list[EmbeddingEvent] = []
         outputs: list[tuple] = list(self.pending)
-        for event in embeddings:
+        for event in fresh:
             face_key = _face_key(event)
-            if face_key in produced or face_key in self.applied:  # already applied: the same outputs again
-                outputs += produced[face_key] if face_key in produced else self.applied[face_key]
-                continue
             if not covering[face_key]:
                 outside.append(event)
                 continue
             key = (event.run_id, event.camera_id)
-            result = step(working.get(key, self.tracks.get(key, ())), self._face(event, hits[face_key]), self.settings.match,
+            state = working[key]
+            result = step(state.tracks, self._face(event, hits[face_key]), self.settings.match,
                           run_id=event.run_id, camera_id=event.camera_id)
-            working[key] = result.tracks
+            state.tracks = result.tracks
             held.append((result.track.track_id, event.crop_key, event.snapshot_key))
             ended_ids += [ended.track.track_id for ended in result.ended]
-            mine = [self._ended(key, ended) for ended in result.ended]
-            mine += [alert for person, score in result.alerts
-                     if (alert := self._alert(key, result.track, person, score, covering[face_key])) is not None]
-            produced[face_key] = mine
-            outputs += mine
+            outputs += [self._ended(key, ended) for ended in result.ended]
+            outputs += [self._alert(key, result.track, person, score, covering[face_key]) for person, score in result.alerts]
 
         # Every output exists (evidence copied): keep the new state.
         self.pending = []
         now = time.monotonic()
-        for key, tracks in working.items():
-            self.tracks[key] = tracks
-            self.tracks.move_to_end(key)
+        for key, state in working.items():
+            self.cameras[key] = state
+            self.cameras.move_to_end(key)
             self.last_face_at[key] = now
+        self.to_checkpoint |= {(e.run_id, e.camera_id) for e in fresh} | self.dirty
+        self.dirty = set()
         for track, crop, frame in held:
             self.refs.hold(track, crop, frame)
         forgotten = [key for track in ended_ids for key in self.refs.release(track)]
         for event in outside:
             OUTSIDE_DEPLOYMENTS.labels(self.name, event.camera_id).inc()
             forgotten += [event.crop_key, event.snapshot_key]
-        evicted = []
-        while len(self.tracks) > MAX_OPEN_CAMERAS:
-            key, tracks = self.tracks.popitem(last=False)
+        while len(self.cameras) > MAX_OPEN_CAMERAS:
+            key, state = self.cameras.popitem(last=False)
             self.last_face_at.pop(key, None)
-            evicted += [self._ended(key, Ended(track, "evicted")) for track in tracks]
-            forgotten += [k for track in tracks for k in self.refs.release(track.track_id)]
+            outputs += [self._ended(key, Ended(track, "evicted")) for track in state.tracks]
+            forgotten += [k for track in state.tracks for k in self.refs.release(track.track_id)]
+            self.restored[key] = CameraState(applied=state.applied, applied_until=state.applied_until)  # no tracks, same faces applied
+            self.to_checkpoint.add(key)
         self._forget_later(forgotten)
-        if evicted:
-            outputs += evicted
-            last = next(reversed(produced), None)
-            if last is not None:  # redelivering that face gives them again too
-                produced[last] = produced[last] + evicted
-        for face_key, mine in produced.items():
-            self.applied[face_key] = mine
-        while len(self.applied) > APPLIED_WINDOW:
-            self.applied.popitem(last=False)
-        TRACKS_OPEN.labels(self.name).set(sum(len(t) for t in self.tracks.values()))
+        TRACKS_OPEN.labels(self.name).set(sum(len(state.tracks) for state in self.cameras.values()))
         return outputs
 
     def _search(self, todo: dict[tuple, EmbeddingEvent], covering: dict) -> dict:
@@ -207,13 +228,18 @@ class MatchProcessor(StreamProcessor):
             self.forget.append((time.monotonic() + self.settings.retention.passerby_grace_s, keys))
 
     def _end_idle_tracks(self, idle_s: float) -> None:
-        """End every track of a camera match has seen no face of for ``idle_s`` (wall time); their ends go out with the next batch."""
+        """End every track of a camera match has seen no face of for ``idle_s`` (wall time); their ends go out with the
+        next batch, and the camera's emptied state with that batch's checkpoint."""
         now = time.monotonic()
         for key in [k for k, at in self.last_face_at.items() if now - at >= idle_s]:
-            tracks = self.tracks.pop(key, ())
             self.last_face_at.pop(key)
-            self.pending += [self._ended(key, Ended(track, "gap")) for track in tracks]
-            self._forget_later([k for track in tracks for k in self.refs.release(track.track_id)])
+            state = self.cameras.get(key)
+            if state is None or not state.tracks:
+                continue
+            self.pending += [self._ended(key, Ended(track, "gap")) for track in state.tracks]
+            self._forget_later([k for track in state.tracks for k in self.refs.release(track.track_id)])
+            state.tracks = ()
+            self.dirty.add(key)
 
     def _delete_due(self, *, everything: bool = False) -> None:
         now = time.monotonic()
@@ -238,20 +264,20 @@ class MatchProcessor(StreamProcessor):
                 self._delete_due()
 
     def stop(self) -> None:
-        """Tracks do not survive a restart, so their transient evidence goes now."""
+        """Open tracks live on in the changelog (the next instance carries them on); evidence of ended ones goes now."""
         self._stopping.set()
         if self._housekeeping is None:
             return
         self._housekeeping.join(30)
         with self.lock:
-            self._end_idle_tracks(0.0)
             self._delete_due(everything=True)
         self.deployments.stop()
         self.audit.close()
 
     def _face(self, event: EmbeddingEvent, hits) -> Face:
         box = event.box
-        ref = FaceRef(event.face_event_id, event.source_ts, event.trace_id, box, event.crop_key, event.snapshot_key, event.model)
+        ref = TrackedFace(face_event_id=event.face_event_id, source_ts=event.source_ts, trace_id=event.trace_id, box=box,
+                          crop_key=event.crop_key, snapshot_key=event.snapshot_key, model=event.model)
         return Face(
             face_event_id=event.face_event_id,
             frame_event_id=event.frame_event_id,
@@ -263,20 +289,25 @@ class MatchProcessor(StreamProcessor):
             ref=ref,
         )
 
-    def _alert(self, key: tuple, track: Track, person_id: str, track_score: float, deployments: list) -> tuple | None:
-        deployment = next((d for d in deployments if may_match(d, person_id)), None)
-        if deployment is None:  # the search was limited to these deployments' persons: cannot happen
-            return None
+    def _alert(self, key: tuple, track: Track, person_id: str, track_score: float, deployments: list) -> tuple:
+        # The search was limited to these deployments' persons, so one of them names the person.
+        deployment = next(d for d in deployments if may_match(d, person_id))
         run_id, camera_id = key
         evidence = track.persons[person_id]
-        face: FaceRef = evidence.best_face
+        face: TrackedFace = evidence.best_face
         ident = alert_id(track.track_id, person_id)
         snapshot_key, crop_key = (
             evidence_key("alerts", camera_id, face.source_ts, f"{ident}-{kind}.jpg") for kind in ("snapshot", "crop")
         )
         bucket = self.settings.s3.evidence_bucket
-        self.store.copy(bucket, face.snapshot_key, snapshot_key)
-        self.store.copy(bucket, face.crop_key, crop_key)
+        missing = []
+        for kind, source, target in (("snapshot", face.snapshot_key, snapshot_key), ("crop", face.crop_key, crop_key)):
+            try:
+                self.store.copy(bucket, source, target)
+            except ObjectNotFound:  # deleted or lost before the alert: the alert stands on its scores, and says so
+                log.warning("alert %s raised without its %s: s3://%s/%s is gone", ident, kind, bucket, source)
+                EVIDENCE_MISSING.labels(self.name, kind).inc()
+                missing.append(kind)
         return (ALERTS, AlertEvent(
             event_id=ident,
             alert_id=ident,
@@ -297,6 +328,7 @@ class MatchProcessor(StreamProcessor):
             track_faces=track.faces,
             deployment_id=deployment.deployment_id,
             case=deployment.case,
+            evidence_missing=missing,
         ))
 
     def _ended(self, key: tuple, ended: Ended) -> tuple:

@@ -357,7 +357,8 @@ class TrackState(BaseModel):
     last_face: TrackedFace
     faces: int
     weight: float
-    embedding_sum: list[float] = Field(min_length=512, max_length=512, description="Weighted sum of the track's embeddings.")
+    embedding_sum: Base64Bytes = Field(description="Weighted sum of the track's embeddings: 512 little-endian float64 "
+                                                   "(exact, so a restored track decides as the uninterrupted one would).")
     persons: dict[str, PersonEvidence] = Field(default_factory=dict)
     alerted: list[str] = Field(default_factory=list)
 
@@ -375,6 +376,8 @@ class MatchStateEvent(Envelope):
     tracks: list[TrackState] = Field(default_factory=list, description="The open tracks; empty once they all ended.")
     applied: list[str] = Field(default_factory=list, description="The last face event ids applied to these tracks, "
                                                                  "oldest first: a redelivered face among them is not applied twice.")
+    applied_until: datetime | None = Field(default=None, description="Source time of the latest face applied: a face of the camera "
+                                                                      "captured before it was applied already (one camera's faces arrive in order).")
 
     @property
     def state_key(self) -> str:

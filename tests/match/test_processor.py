@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from runtime.imaging import encode_jpeg
+from runtime.kafka import EventProducer
 from schemas.events import EmbeddingEvent, FrameEvent, utc_now
 from schemas.topics import ALERTS, TRACKS
 from storage.objects import ObjectStore
@@ -74,11 +75,18 @@ def test_match_alerts_once_per_track_and_copies_evidence(stage_settings, detecto
     assert store.get_bytes(bucket, alert.snapshot_key) == b"\xff\xd8snap"
     assert alert.crop_key.startswith("alerts/cam-a/")
     assert (alert.deployment_id, alert.case) == (deployment.deployment_id, deployment.case)
-    # The same faces redelivered give the same alert id (consumers deduplicate on it), to this processor or a fresh one.
-    assert [e.alert_id for _, e in processor.process(events[:2])] == [alert.alert_id]
+    # Redelivered (a crash after the state was written, before the commit), the faces are not applied twice.
+    assert processor.process(events[:2]) == []
+    # The state goes to the changelog (as the runtime delivers checkpoints); a fresh instance carries the same track on.
+    producer = EventProducer(stage_settings.kafka)
+    for spec, state in processor.checkpoint():
+        producer.send(spec, state).get(timeout=30)
+    producer.close()
     fresh = MatchProcessor(stage_settings)
     fresh.start()
-    assert [e.alert_id for _, e in fresh.process(events[:2])] == [alert.alert_id]
+    assert fresh.process(events[:2]) == []
+    restored = fresh.cameras[(run_id, "cam-a")].tracks  # person-01's, and the stranger's
+    assert sorted((t.track_id == alert.track_id, t.faces, t.alerted) for t in restored) == [(False, 1, ()), (True, 3, ("person-01",))]
     processor.stop()
     fresh.stop()
     watchlist.drop()
@@ -161,7 +169,7 @@ def test_an_enrolled_person_crossing_the_scene_gives_exactly_one_alert(pipeline,
     offset_s = (alert.source_ts - T0).total_seconds()
     assert truth.scenes[1].start_s <= offset_s < truth.scenes[1].end_s  # raised on a face of that scene
     # One track held every face; it is still open (no later face of the camera has ended it).
-    (track,) = pipeline.match.tracks[(run_id, "cam-x")]
+    (track,) = pipeline.match.cameras[(run_id, "cam-x")].tracks
     assert track.track_id == alert.track_id and track.faces == faces and track.alerted == ("person-01",)
     # A face after the gap ends it, and the track's end is published.
     again = uuid.uuid4().hex
@@ -196,7 +204,7 @@ def test_a_similar_looking_stranger_below_the_threshold_gives_none(pipeline, sta
     faces, outputs = pipeline(footage_frames(truth.path, "cam-y", run_id))
     assert faces >= 40
     assert [event for spec, event in outputs if spec is ALERTS] == []
-    tracks = pipeline.match.tracks[(run_id, "cam-y")]
+    tracks = pipeline.match.cameras[(run_id, "cam-y")].tracks
     assert sum(t.faces for t in tracks) == faces and not any(t.alerted for t in tracks)
     evidence = [t.persons["person-01"] for t in tracks if "person-01" in t.persons]
     assert evidence and max(e.best_score for e in evidence) < threshold
@@ -238,8 +246,8 @@ def test_outside_deployments_nothing_inside_named_alerts_and_passers_by_forgotte
     assert sum(e.details["objects"] for e in deletions) == 2 * faces and deletions[0].subject == f"s3://{bucket}"  # a frame, a crop
     assert set(deletions[0].details) == {"rule", "bucket", "objects", "via"}  # counts only: no key, no face
 
-    # When match stops, the open track's evidence goes too: only alert evidence is left of this camera.
+    # When match stops, the open track lives on in the changelog, and so does its evidence (for the next instance).
     pipeline.match.stop()
-    assert store.list_keys(bucket, "transient/cam-z/") == []
+    assert set(store.list_keys(bucket, "transient/cam-z/")) == open_track
     assert sorted(store.list_keys(bucket, "alerts/cam-z/")) == sorted([alert.crop_key, alert.snapshot_key])
     print(f"passers-by forgotten {forgotten_s:.1f} s after their track ended")

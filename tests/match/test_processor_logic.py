@@ -13,9 +13,11 @@ import pytest
 
 from match.decision import alert_id, track_id
 from match.stage import MatchProcessor
+from match.state import camera_state
 from runtime.settings import MatchSettings, VigilSettings
 from schemas.events import AlertEvent, DeploymentEvent, EmbeddingEvent, TrackEndedEvent
-from schemas.topics import ALERTS, TRACKS
+from schemas.topics import ALERTS, MATCH_STATE, TRACKS
+from storage.objects import ObjectNotFound
 from storage.vectors import Hit
 
 T0 = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
@@ -53,10 +55,13 @@ class FakeStore:
         self.copies: list[tuple[str, str]] = []
         self.deleted: list[str] = []
         self.fail = False
+        self.gone: set[str] = set()
 
     def copy(self, bucket, src, dst):
         if self.fail:
             raise ConnectionError("S3 is down")
+        if src in self.gone:
+            raise ObjectNotFound("The specified key does not exist.", bucket, src, "NoSuchKey")
         self.copies.append((src, dst))
 
     def delete(self, bucket, keys):
@@ -112,6 +117,10 @@ def alerts(outputs):
     return [e for spec, e in outputs if spec is ALERTS]
 
 
+def tracks(proc: MatchProcessor, key=(None, "cam-a")):
+    return proc.cameras[key].tracks if key in proc.cameras else ()
+
+
 def test_one_alert_per_track_with_the_best_face_as_evidence():
     proc = processor()
     events = [embedding(i, ALICE, x=60 + 30 * i) for i in range(12)]
@@ -125,7 +134,7 @@ def test_one_alert_per_track_with_the_best_face_as_evidence():
     assert (alert.source_ts, alert.trace_id, alert.box) == (best.source_ts, best.trace_id, best.box)
     assert proc.store.copies == [(best.snapshot_key, alert.snapshot_key), (best.crop_key, alert.crop_key)]
     assert alert.crop_key.startswith("alerts/cam-a/2026/01/01/") and alert.crop_key.endswith(f"{alert.alert_id}-crop.jpg")
-    (track,) = proc.tracks[(None, "cam-a")]
+    (track,) = tracks(proc)
     assert track.faces == 12 and track.alerted == ("alice",)
 
 
@@ -147,12 +156,12 @@ def test_a_stranger_raises_nothing_and_its_track_end_is_published():
 def test_a_batch_that_fails_part_way_leaves_no_trace_and_its_retry_gives_the_same_outputs():
     proc = processor()
     proc.process([embedding(0, ALICE)])
-    before = proc.tracks[(None, "cam-a")]
+    before = tracks(proc)
     batch = [embedding(1, ALICE), embedding(2, ALICE)]
     proc.store.fail = True
     with pytest.raises(ConnectionError):
         proc.process(batch)
-    assert proc.tracks[(None, "cam-a")] is before and (None, "cam-a", "frame1-f0") not in proc.applied
+    assert tracks(proc) is before and "frame1-f0" not in proc.cameras[(None, "cam-a")].applied
     proc.store.fail = False
     outputs = proc.process(batch)
     # The same as a processor that never failed.
@@ -161,19 +170,68 @@ def test_a_batch_that_fails_part_way_leaves_no_trace_and_its_retry_gives_the_sam
     assert [(s, e.event_id, e.model_dump(exclude={"produced_at"})) for s, e in outputs] == \
         [(s, e.event_id, e.model_dump(exclude={"produced_at"})) for s, e in expected]
     assert [a.alert_id for a in alerts(outputs)] == [alert_id(track_id(None, "cam-a", "frame0-f0"), "alice")]
-    assert proc.tracks[(None, "cam-a")][0].faces == 3
+    assert tracks(proc)[0].faces == 3
 
 
-def test_a_redelivered_face_gives_its_outputs_again_without_counting_twice():
+def test_a_redelivered_face_is_not_applied_twice():
     proc = processor()
     events = [embedding(i, ALICE) for i in range(3)]
-    first = proc.process(events)
+    assert len(alerts(proc.process(events))) == 1
     searches = proc.watchlist.calls
-    again = proc.process(events)  # e.g. a rebalance redelivers the uncommitted batch
-    assert [(s, e.event_id) for s, e in again] == [(s, e.event_id) for s, e in first]
-    assert proc.tracks[(None, "cam-a")][0].faces == 3 and proc.watchlist.calls == searches  # not applied, not searched
+    # A crash after the state was written and before the commit redelivers the batch: its outputs were delivered.
+    assert proc.process(events) == []
+    assert tracks(proc)[0].faces == 3 and proc.watchlist.calls == searches  # not applied, not searched
     dup = proc.process([embedding(3, ALICE), embedding(3, ALICE)])  # a duplicate within a batch
-    assert dup == [] and proc.tracks[(None, "cam-a")][0].faces == 4
+    assert dup == [] and tracks(proc)[0].faces == 4
+    assert proc.process([embedding(1, ALICE)]) == [] and tracks(proc)[0].faces == 4  # captured before the latest: applied
+
+
+def restart(proc: MatchProcessor) -> MatchProcessor:
+    """A new instance that reads what ``proc`` wrote to the changelog (through the topic's own encoding)."""
+    fresh = processor()
+    for spec, event in proc.checkpoint():
+        assert spec is MATCH_STATE
+        event = MATCH_STATE.decode(MATCH_STATE.encode(event))
+        fresh.restored[(event.run_id, event.camera_id)] = camera_state(event)
+    return fresh
+
+
+def test_a_restarted_or_rebalanced_match_carries_the_same_tracks_and_alert_ids_on():
+    events = [embedding(i, ALICE, x=60 + 10 * i) for i in range(8)]
+    uninterrupted = processor()
+    expected = [uninterrupted.process([e]) for e in events]
+    for cut in range(1, len(events)):  # the instance changes after every possible face
+        first = processor()
+        got = [first.process([e]) for e in events[:cut]]
+        second = restart(first)
+        assert second.process(events[cut - 1:cut]) == []  # the last batch redelivered (not committed): applied already
+        got += [second.process([e]) for e in events[cut:]]
+        assert [[(s, e.model_dump(exclude={"produced_at"})) for s, e in batch] for batch in got] == \
+            [[(s, e.model_dump(exclude={"produced_at"})) for s, e in batch] for batch in expected]
+        (a, b) = tracks(second), tracks(uninterrupted)
+        assert len(a) == len(b) == 1 and a[0].track_id == b[0].track_id and a[0].faces == b[0].faces
+        assert np.array_equal(a[0].embedding_sum, b[0].embedding_sum) and a[0].persons == b[0].persons
+
+
+def test_only_cameras_that_changed_are_checkpointed_and_an_ended_track_empties_its_state():
+    proc = processor()
+    proc.process([embedding(0, ALICE), embedding(1, ALICE, camera="cam-b")])
+    assert sorted(e.camera_id for _, e in proc.checkpoint()) == ["cam-a", "cam-b"]
+    assert proc.checkpoint() == []
+    proc.process([embedding(2, ALICE)])
+    (state,) = [e for _, e in proc.checkpoint()]
+    assert state.camera_id == "cam-a" and len(state.tracks) == 1 and state.applied == ["frame0-f0", "frame2-f0"]
+    proc._end_idle_tracks(0.0)
+    proc.process([])
+    assert sorted((e.camera_id, len(e.tracks)) for _, e in proc.checkpoint()) == [("cam-a", 0), ("cam-b", 0)]
+
+
+def test_an_alert_whose_evidence_is_gone_is_raised_and_says_so():
+    proc = processor()
+    events = [embedding(i, ALICE) for i in range(3)]
+    proc.store.gone = {e.snapshot_key for e in events}
+    (alert,) = alerts(proc.process(events))
+    assert alert.evidence_missing == ["snapshot"] and [dst for _, dst in proc.store.copies] == [alert.crop_key]
 
 
 def test_cameras_and_runs_keep_separate_tracks():
@@ -199,7 +257,7 @@ def test_alerts_name_their_deployment_and_case():
 def test_outside_every_deployment_a_face_is_not_searched_and_its_evidence_is_forgotten():
     proc = processor(outside={"cam-a"})
     events = [embedding(i, ALICE) for i in range(4)]
-    assert proc.process(events) == [] and proc.watchlist.calls == 0 and proc.tracks == {}
+    assert proc.process(events) == [] and proc.watchlist.calls == 0 and tracks(proc) == ()
     proc._delete_due(everything=True)
     assert sorted(proc.store.deleted) == sorted(k for e in events for k in (e.crop_key, e.snapshot_key))
     assert proc.audit.events == [("retention_delete", {"rule": "passerby", "bucket": "vigil-evidence", "objects": 8})]
@@ -227,7 +285,7 @@ def test_a_camera_gone_quiet_ends_its_tracks_and_forgets_them():
     events = [embedding(i, ALICE) for i in range(3)]
     outputs = proc.process(events)
     proc._end_idle_tracks(0.0)
-    assert proc.tracks == {} and [spec for spec, _ in outputs] == [ALERTS]
+    assert tracks(proc) == () and [spec for spec, _ in outputs] == [ALERTS]
     proc._delete_due(everything=True)
     assert sorted(proc.store.deleted) == sorted(k for e in events for k in (e.crop_key, e.snapshot_key))
     ended = proc.process([])  # the ends go out with the next batch
