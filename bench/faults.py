@@ -524,7 +524,15 @@ def _check_poison(ctx: CaseRun, tally: Tally) -> None:
         elif not expected and n:
             ctx.fail(f"{kind} on {label}: dead-lettered ({reasons[(topic, partition, offset)][:80]})")
         elif expected:
-            ctx.note(f"{label} {kind}: {reasons[(topic, partition, offset)][:70]}")
+            ctx.note(f"{label} {kind}: {short_reason(reasons[(topic, partition, offset)])}")
+
+
+def short_reason(error: str) -> str:
+    """A dead letter's reason in a few words: where validation failed, or the refusal without event ids."""
+    where = re.search(r"first at (\S+?):", error)
+    if where:
+        return f"malformed ({where.group(1)})"
+    return re.sub(r"\b[0-9a-f]{16,}\S*", "...", error.split("refused the event: ")[-1])[:90]
 
 
 # --- permanent faults: the stage must stop, clearly, acknowledging nothing
@@ -671,12 +679,12 @@ class Suite:
 
     # -- the services
     def service_pgid(self, name: str) -> int:
-        from localstack.stack import status
+        from localstack.stack import pids
 
-        pid = status(self.home)["services"][name]["pid"]
-        if not pid:
+        found = pids(self.home).get(name)
+        if not found:
             raise RuntimeError(f"the stack in {self.home} has no {name} process")
-        return pid  # each server leads a session (and so a process group) of its own
+        return found[0]  # the launcher leads a session (and so a process group) of its own: its children are in it
 
     @contextlib.contextmanager
     def stopped(self, name: str) -> Iterator[None]:
@@ -916,7 +924,10 @@ def main(argv: list[str] | None = None) -> int:
         root.mkdir(parents=True, exist_ok=True)
         results, baseline = run_suite(cases, root, out=sys.stderr if args.verbose else None, log=log)
     info = machine()
-    print(text_table(HEADER, [r.row() for r in results]))
+    numbers = [0, 3, 4, 5, 6]  # the table's short columns; expected and observed follow it, row by row
+    print(text_table([HEADER[i] for i in numbers], [[r.row()[i] for i in numbers] for r in results]))
+    for r in results:
+        print(f"\n{r.name}\n  expected: {r.expected}\n  observed: {r.observed}")
     if args.out:
         args.out.write_text(report(results, baseline, info))
     print(last_line(results))
