@@ -101,7 +101,7 @@ class MatchProcessor(StreamProcessor):
 
     def start(self) -> None:
         self.watchlist = Watchlist(self.settings.milvus)
-        self.watchlist.ensure_collection()
+        self.watchlist.ensure_collection(create=False)  # a dropped watchlist stops match; an empty one would hide it
         # One search before /readyz turns ready: the first real face does not pay for loading the collection.
         probe = np.zeros((1, DIM), dtype=np.float32)
         probe[0, 0] = 1.0

@@ -116,6 +116,8 @@ def _own(exc: BaseException) -> tuple[Kind, str] | None:
         if verdict or not isinstance(exc, ConnectionError):
             return verdict
         return Kind.TRANSIENT, "s3:unavailable"
+    if module.startswith("storage.vectors") and name == "WatchlistMissing":
+        return Kind.PERMANENT, "milvus:collection-not-found"
     if module.startswith("pymilvus"):
         code = getattr(exc, "code", None)
         text = str(getattr(exc, "message", exc)).lower()

@@ -9,6 +9,7 @@ topic (see ``schemas.topics``), never an in-place edit.
 from __future__ import annotations
 
 import base64
+import math
 import re
 import uuid
 from datetime import datetime, timezone
@@ -139,6 +140,16 @@ class FaceEvent(Envelope):
     )
 
 
+def check_unit_vector(values: list[float]) -> list[float]:
+    """``values`` when every one is finite and their L2 norm is 1 (within float32 rounding); ValueError otherwise."""
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError("the embedding holds a value that is not a finite number (NaN or infinity)")
+    norm = math.sqrt(math.fsum(v * v for v in values))
+    if abs(norm - 1.0) > 1e-3:
+        raise ValueError(f"the embedding is not L2-normalised (norm {norm:.4g})")
+    return values
+
+
 class EmbeddingEvent(Envelope):
     """A face embedding: L2-normalised 512-d FaceNet vector plus the face it came from."""
 
@@ -153,7 +164,8 @@ class EmbeddingEvent(Envelope):
     crop_key: str
     snapshot_key: str
     model: str = Field(description="Embedding model id (weights name and hash prefix).")
-    embedding: list[float] = Field(min_length=512, max_length=512, description="L2-normalised vector.")
+    embedding: Annotated[list[float], AfterValidator(check_unit_vector)] = Field(
+        min_length=512, max_length=512, description="L2-normalised vector of finite numbers.")
     # Added within v1 (optional, so payloads written before it still validate).
     quality: float | None = Field(default=None, ge=0, le=1, description="The face's FaceEvent.quality, passed through; None when not measured.")
 

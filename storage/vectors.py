@@ -40,6 +40,10 @@ class WatchlistError(RuntimeError):
     """A watchlist operation failed in Milvus."""
 
 
+class WatchlistMissing(WatchlistError):
+    """The watchlist collection does not exist: a permanent error for a reader (match), never papered over."""
+
+
 class WatchlistUnavailable(WatchlistError, ConnectionError):
     """Milvus did not serve the request. A ConnectionError, so the stage runtime retries instead of dropping the event."""
 
@@ -127,11 +131,15 @@ class Watchlist:
             params.add_index("embedding", index_type="FLAT", index_name="embedding", metric_type="COSINE")
         return params
 
-    def ensure_collection(self) -> None:
-        """Create the collection and its index when missing, check its shape, and load it."""
+    def ensure_collection(self, *, create: bool = True) -> None:
+        """Create the collection and its index when missing (``create=False``: raise ``WatchlistMissing``), check its
+        shape, and load it."""
         name = self.collection
         try:
             if not self.client.has_collection(name):
+                if not create:
+                    raise WatchlistMissing(f"watchlist collection {name!r} does not exist (dropped, or nobody enrolled yet): "
+                                           "enrol into it, or restore it; an empty one is not made in its place")
                 try:
                     self.client.create_collection(name, schema=self._schema(), index_params=self._index_params(),
                                                   consistency_level=STRONG, timeout=self.timeout_s)

@@ -202,7 +202,7 @@ class PipelineRun:
         try:
             for stage in STREAM_STAGES:
                 self._spawn(stage.name)
-            self._wait_ready(list(self.stages.values()), ready_timeout_s)
+            self._wait_ready(ready_timeout_s)
             for stage in self.stages.values():
                 stage.sample()
                 stage.cpu_at_ready_s = stage.cpu_s
@@ -233,17 +233,18 @@ class PipelineRun:
         summary.wall_s = time.monotonic() - started
         return summary
 
-    def _wait_ready(self, stages: list[StageProcess], timeout_s: float) -> None:
+    def _wait_ready(self, timeout_s: float) -> None:
+        """Until every stage is ready; one that exits meanwhile is restarted as it would be later (a permanent
+        error, such as a wrong secret, ends the run after ``max_restarts`` exits in a row, naming the stage and why)."""
         deadline = time.monotonic() + timeout_s
-        waiting = list(stages)
-        while waiting:
-            for stage in list(waiting):
-                if stage.process.poll() is not None:
-                    raise RuntimeError(f"stage {stage.name} exited with {stage.process.returncode}:\n{stage.log_tail()}")
-                if stage.ready():
-                    waiting.remove(stage)
+        while True:
+            self._supervise()
+            waiting = [name for name, stage in self.stages.items() if stage.process.poll() is not None or not stage.ready()]
+            if not waiting:
+                return
             if time.monotonic() > deadline:
-                raise RuntimeError(f"stages not ready after {timeout_s:.0f}s: {[s.name for s in waiting]}")
+                tails = "\n".join(f"--- {name}:\n{self.stages[name].log_tail(5)}" for name in waiting)
+                raise RuntimeError(f"stages not ready after {timeout_s:.0f}s: {waiting}\n{tails}")
             time.sleep(0.5)
 
     def _follow(self, alerts: EventReader, lag: ConsumerLag, summary: RunSummary, timeout_s: float) -> None:
