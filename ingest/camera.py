@@ -15,13 +15,17 @@ and decoded-frame index, a live camera's by capture time.
 The publisher takes frames off the queue, has the service ``prepare`` each
 (its event, or None when no deployment covers it) and ``send`` it, keeping
 up to ``ingest.max_unacked_frames`` sends in flight. A frame counts as
-published only once the broker acknowledged it. A send that fails (the
-broker down past ``ingest.send_timeout_s``) is sent again, same event,
-after a capped, growing wait, and the publisher takes nothing new meanwhile:
-a recording's queue fills and its decoding waits (nothing is lost however
-long the outage), a live camera's queue drops its oldest frames (counted).
-Only a stop gives up on unacknowledged frames, counted as dropped
-(``unacknowledged``).
+published only once the broker acknowledged it. The producer retries a send
+it accepted until the broker acknowledges it (idempotent: a repeat the
+broker already has is dropped there), however long the outage; a send it
+refuses or fails (no metadata or buffer room within
+``ingest.send_timeout_s``, an error) is sent again by the camera, same
+event, after a capped, growing wait. Either way the publisher takes nothing
+new while its oldest send is unacknowledged and its window full: a
+recording's queue fills and its decoding waits (nothing is lost), a live
+camera's queue drops its oldest frames (counted, ``backpressure``). Only a
+stop gives up, ``ingest.send_timeout_s`` after it, on frames still
+unacknowledged, counted as dropped (``unacknowledged``).
 """
 
 from __future__ import annotations
@@ -184,6 +188,7 @@ class CameraWorker:
         self.backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_max_s, settings.reconnect_jitter,
                                settings.reconnect_max_attempts)
         self.resend_backoff = Backoff(settings.resend_initial_s, settings.resend_max_s)
+        self._stop_seen: float | None = None
         self.fps = FpsMeter()
         cid = camera.id
         for state in CameraState:
@@ -408,6 +413,9 @@ class CameraWorker:
             if not future.done():
                 if len(in_flight) < full:
                     break
+                if self._stopped_waiting():
+                    self._give_up(in_flight)
+                    break
                 try:
                     future.exception(timeout=_SETTLE_EVERY_S)
                 except TimeoutError:
@@ -419,22 +427,33 @@ class CameraWorker:
                 self.resend_backoff.reset()
                 self._published(frame)
                 continue
-            delay = self.resend_backoff.next_delay()
-            if self.resend_backoff.attempt == 1:
-                self._error(f"the broker did not acknowledge a frame ({type(error).__name__}: {error}); sending again "
+            if self.resend_backoff.attempt == 0:
+                self._error(f"the broker did not take a frame ({type(error).__name__}: {error}); sending it again "
                             f"until it does")
-            if self.stop_event.wait(delay):  # stopping: give up on what the broker has not acknowledged
-                while in_flight:
-                    frame, _, future = in_flight.popleft()
-                    if self._acked(future):
-                        self._published(frame)
-                    else:
-                        self._drop("unacknowledged")
+            if self.stop_event.wait(self.resend_backoff.next_delay()):
+                self._give_up(in_flight)
                 break
             self.report.resends += 1
             CAMERA_RESENDS.labels(cid).inc()
             in_flight[0] = (frame, event, self._send(event))
         CAMERA_UNACKED.labels(cid).set(len(in_flight))
+
+    def _stopped_waiting(self) -> bool:
+        """Stopping, and the sends in flight had ``send_timeout_s`` to be acknowledged since."""
+        if not self.stop_event.is_set():
+            return False
+        if self._stop_seen is None:
+            self._stop_seen = time.monotonic()
+        return time.monotonic() - self._stop_seen > self.settings.send_timeout_s
+
+    def _give_up(self, in_flight: deque) -> None:
+        """Stopping: what the broker has acknowledged is published, the rest counted as dropped (unacknowledged)."""
+        while in_flight:
+            frame, _, future = in_flight.popleft()
+            if self._acked(future):
+                self._published(frame)
+            else:
+                self._drop("unacknowledged")
 
     @staticmethod
     def _acked(future: Future) -> bool:

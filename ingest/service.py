@@ -103,9 +103,11 @@ class IngestService:
         if ingest.frame_transport == "s3" or recording or any(reads_s3(c.url) for c in self.cameras):
             self._store = ObjectStore(self.settings.s3)
             self._store.ensure_buckets()
-        delivery_ms = int(ingest.send_timeout_s * 1000)  # a send fails after this (then the camera sends it again)
-        self.producer = EventProducer(self.settings.kafka, client_id="vigil-ingest", delivery_timeout_ms=delivery_ms,
-                                      request_timeout_ms=min(30_000, delivery_ms - 100), max_block_ms=delivery_ms)
+        # A send the producer accepted is retried by it until acknowledged: an expired batch would wedge kafka-python's
+        # idempotent producer on its partition (its sequence never resolves), and retries within one producer are
+        # deduplicated by the broker. Refusals (no metadata or buffer room in time) are the cameras' to send again.
+        self.producer = EventProducer(self.settings.kafka, client_id="vigil-ingest", delivery_timeout_ms=2**31 - 1,
+                                      max_block_ms=int(ingest.send_timeout_s * 1000))
         self.deployments = None if ingest.publish_outside_deployments else DeploymentTable(self.settings).start()
         uploader = audit = None
         try:

@@ -232,7 +232,7 @@ def _open_options(url: str, timeout_s: float, rtsp_transport: str, *, recording:
 
 def _refusal(url: str) -> str:
     """Why a recording FFmpeg would not open under its whitelists was refused, naming the kind of file when it can."""
-    kind = "its container is not one a camera recording uses"
+    kind = "FFmpeg would need a container or a protocol a recording may not use"
     if not _scheme(url):
         try:
             with open(url, "rb") as f:
@@ -243,8 +243,8 @@ def _refusal(url: str) -> str:
             kind = "it is an HLS playlist"
         elif head.startswith(b"ffconcat"):
             kind = "it is a concat list"
-    return (f"refused: {kind} (recordings must be one of the containers {RECORDING_FORMATS}; playlists, concat lists "
-            f"and other files that name further files or URLs are not read)")
+    return (f"refused: {kind} (a recording is read through {PROTOCOLS[_scheme(url)]} only, in one of the containers "
+            f"{RECORDING_FORMATS}; playlists, concat lists and other files that name further files or URLs are not read)")
 
 
 def _describe_open_error(url: str, exc: BaseException, elapsed_s: float, timeout_s: float, *, recording: bool) -> str:

@@ -165,13 +165,14 @@ class IngestSettings(_Section):
     max_frame_pixels: int = Field(3840 * 2160, ge=4, le=IMAGE_PIXELS_CEILING,
                                   description="Frames with more pixels than this are downscaled (aspect kept) before publishing, after max_width; "
                                               "keep it within detect.max_frame_pixels, which refuses larger frames.")
-    send_timeout_s: float = Field(30.0, gt=0, description="How long the producer tries to deliver one send (its own retries included) "
-                                                          "before ingest counts it failed and sends the same frame again.")
+    send_timeout_s: float = Field(30.0, gt=0, description="How long a send may wait for the broker's metadata or room in the producer's "
+                                                          "buffer before it counts failed and the frame is sent again; also how long a stop "
+                                                          "waits for unacknowledged frames. A send the producer took is retried until acknowledged.")
     max_unacked_frames: int = Field(32, ge=1, description="Frames per camera sent but not yet acknowledged by the broker; past it the camera's "
                                                           "publisher waits, so its queue fills and its backpressure policy applies.")
     resend_initial_s: float = Field(0.5, gt=0, description="First wait before a frame the broker did not acknowledge is sent again (same event id); "
                                                            "doubles per failure up to resend_max_s. Recordings retry until delivered (nothing is "
-                                                           "lost in a broker outage: decoding waits); live cameras too, dropping their oldest queued frames meanwhile.")
+                                                           "lost in a broker outage: decoding waits); live cameras too, their queue dropping its oldest frames meanwhile.")
     resend_max_s: float = Field(10.0, gt=0, description="Upper bound of the wait between sends of an unacknowledged frame.")
     publish_outside_deployments: bool = Field(False, description="Publish frames of a camera that no active deployment covers (footage tools, ingest's "
                                                                  "own tests); detect and match ignore them all the same. False: such frames are dropped, counted.")

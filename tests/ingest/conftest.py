@@ -118,8 +118,9 @@ def rtsp_camera():
 
 
 @contextlib.contextmanager
-def tansu_broker(log_dir: Path) -> Iterator[KafkaSettings]:
-    """A fresh, empty Tansu broker (the one ``vigil up`` runs) for the block."""
+def tansu_broker(log_dir: Path, *, processes: list[subprocess.Popen] | None = None) -> Iterator[KafkaSettings]:
+    """A fresh, empty Tansu broker (the one ``vigil up`` runs) for the block; its process is appended to ``processes``
+    (to pause it with SIGSTOP/SIGCONT, or kill it)."""
     from localstack.stack import Kafka
 
     port = free_port()
@@ -127,6 +128,8 @@ def tansu_broker(log_dir: Path) -> Iterator[KafkaSettings]:
     with open(log_dir / f"tansu-{port}.log", "wb") as log:
         process = subprocess.Popen([Kafka.binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
                                     "--storage-engine", "memory://tansu/"], stdout=log, stderr=subprocess.STDOUT)
+        if processes is not None:
+            processes.append(process)
         try:
             def listening() -> bool:
                 with socket.socket() as s:
@@ -135,7 +138,9 @@ def tansu_broker(log_dir: Path) -> Iterator[KafkaSettings]:
             wait_for(listening, 10, "a Tansu broker")
             yield KafkaSettings(bootstrap=f"127.0.0.1:{port}", session_timeout_s=6.0, heartbeat_interval_s=2.0)
         finally:
-            process.terminate()
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)  # a paused broker would not see the SIGTERM
+                process.terminate()
             process.wait(10)
 
 
