@@ -172,3 +172,33 @@ def test_status_marks_a_silent_running_process_stale(tmp_path):
     statuses = read_status(settings, now=old.replace(second=30))
     assert [(s["running"], s["stale"]) for s in statuses] == [(True, True), (False, False)]
     assert read_status(settings, now=old.replace(day=3)) == [] and not list(tmp_path.glob("*.json"))  # pruned
+
+
+class RefusingPublisher(SlowPublisher):
+    """Fails the first three sends (a broker that refuses for a while), then acknowledges at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.failures = 3
+
+    def send(self, event):
+        done = Future()
+        if self.failures:
+            self.failures -= 1
+            done.set_exception(ConnectionError("broker unavailable"))
+        else:
+            self.published.append(event.frame_index)
+            done.set_result(None)
+        return done
+
+
+def test_a_send_that_fails_is_sent_again_until_acknowledged(clip):
+    publisher = RefusingPublisher()
+    settings = IngestSettings(target_fps=10, resend_initial_s=0.01, resend_max_s=0.05)
+    worker = CameraWorker(CameraSettings(id=f"refused-{uuid.uuid4().hex[:6]}", url=str(clip)), settings, publisher=publisher,
+                          stop=threading.Event())
+    worker.start()
+    worker.join(30)
+    report = worker.refresh()
+    assert (report.state, report.sampled, report.frames, report.resends, report.dropped) == ("ended", 40, 40, 3, {})
+    assert publisher.published == list(range(40))  # nothing lost, nothing twice, in order
