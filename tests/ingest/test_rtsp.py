@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import av
 import pytest
@@ -56,7 +56,6 @@ def test_reconnects_within_backoff_after_the_server_restarts_while_other_cameras
         assert unreachable_r.state in ("reconnecting", "connecting") and "unreachable" in unreachable_r.last_error
 
         # The flaky camera's server dies.
-        before = flaky.frames
         flaky_server.kill()
         killed = time.monotonic()
         wait_for(lambda: flaky.state == "reconnecting", 10, "the loss to be noticed")
@@ -68,9 +67,12 @@ def test_reconnects_within_backoff_after_the_server_restarts_while_other_cameras
         steady_during = steady.frames
         worker = svc.service.workers[ids["flaky"]]
         bound_s = worker.backoff.bound(max(worker.backoff.attempt - 1, 0))  # the wait in progress never exceeds this
+        restarted_at = datetime.now(timezone.utc)
         flaky_server.start()
         restarted = time.monotonic()
-        wait_for(lambda: flaky.frames > before, 30, "frames after the restart", every_s=0.01)
+        # A frame captured after the restart acknowledged (frames count on acknowledgement: older ones may still arrive).
+        wait_for(lambda: flaky.last_source_ts and datetime.fromisoformat(flaky.last_source_ts) > restarted_at, 30,
+                 "frames after the restart", every_s=0.01)
         reconnect_s = time.monotonic() - restarted
         outage_s = time.monotonic() - killed
         wait_for(lambda: steady.frames >= steady_during + 5, 10, "the steady camera to keep streaming")
