@@ -115,6 +115,9 @@ class Relay:
         threading.Thread(target=self._accept, name="relay-accept", daemon=True).start()
 
     def _accept(self) -> None:
+        # Signals go to the main thread only (this thread's mask is inherited by the connection threads):
+        # one delivered here would leave the main thread blocked in wait() and the server never told.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         while True:
             try:
                 client, _ = self.listener.accept()
@@ -158,6 +161,7 @@ def forward_signals(proc: subprocess.Popen) -> None:
     """Pass SIGTERM and SIGINT on to ``proc`` (the launcher exits when it does)."""
 
     def handler(signum, frame):
+        print(f"localstack.netns: passing {signal.Signals(signum).name} on to pid {proc.pid}", flush=True)
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signum)
 

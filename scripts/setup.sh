@@ -39,6 +39,19 @@ if ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')"
   fi
 fi
 
+# The local stack's lockdown test lists listeners with `ss -ltnp` and looks into the servers' network
+# namespaces with nsenter and ip (tests/localstack/test_stack.py): iproute2 and util-linux.
+if ! command -v ss >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1 || ! command -v nsenter >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing iproute2 and util-linux for the local stack's lockdown test (apt-get) ..."
+    { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 util-linux >/dev/null; } \
+      || echo "warning: could not install iproute2/util-linux; the local stack's lockdown test will fail" >&2
+  else
+    echo "note: ss, ip or nsenter is missing and apt-get cannot run here; install iproute2 and util-linux" >&2
+  fi
+fi
+
 # The console's browser test drives Debian's headless Chromium through its chromedriver (tests/console/test_browser.py).
 # Installed the same way; otherwise that test skips and says why.
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then

@@ -31,7 +31,7 @@ SERVICES = {"kafka", "s3", "milvus"}
 
 
 LOOPBACK = {"127.0.0.1", "[::1]"}
-SS_MISSING = "`ss` (iproute2) is needed: scripts/setup.sh installs it"
+TOOLS_MISSING = "ss and ip (iproute2) and nsenter (util-linux) are needed: scripts/setup.sh installs them"
 
 
 def in_netns_of(pid: int | None, command: list[str]) -> list[str]:
@@ -118,7 +118,7 @@ def test_every_listener_is_on_loopback(session_home):
     """Host: each service has exactly its client port, on 127.0.0.1. S3 and Milvus: a namespace with only lo."""
     import shutil
 
-    assert shutil.which("ss"), SS_MISSING
+    assert all(map(shutil.which, ("ss", "ip", "nsenter"))), TOOLS_MISSING
     info = local_stack.up(session_home)  # already running: describes it
     assert info["reused"]
     procs = local_stack.pids(session_home)
