@@ -238,6 +238,11 @@ class DeploymentTable:
         found = [d for d in self.deployments.values() if covers(d, camera_id, ts, run_id)]
         return sorted(found, key=lambda d: (d.starts_at, d.deployment_id))
 
+    def run_over(self, run_id: str) -> bool:
+        """Whether run ``run_id`` had deployments and every one of them has ended (the run is over: no face of it will come)."""
+        bound = [d for d in self.deployments.values() if run_id in d.run_ids]
+        return bool(bound) and all(d.ended_at is not None for d in bound)
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:

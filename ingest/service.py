@@ -66,6 +66,10 @@ STATUS_KEEP_S = 24 * 3600.0  # finished processes' files are pruned after this
 
 __all__ = ["CameraReport", "IngestService", "camera_from_source", "frame_id", "read_status", "status_dir"]
 
+# ``vigil stage ingest`` ends with this when it finished but some cameras failed (a corrupt file, a refused source; its
+# report says which): not a crash, so a supervisor does not run it again.
+CAMERAS_FAILED_EXIT = 3
+
 
 class IngestService:
     def __init__(self, settings: VigilSettings, cameras: list[CameraSettings] | None = None, *, run_id: str | None = None):

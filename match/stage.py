@@ -16,13 +16,14 @@ not searched, and its transient evidence is deleted.
 
 Passers-by forgotten: match knows which transient objects each open track
 holds (``accountability.retention.TransientRefs``). When a track ends (a gap
-in source time, eviction, ``match.track_idle_s`` of wall time without a face
-of its camera, or the stage stopping) its crops, and frames no open track
-holds, are deleted ``retention.passerby_grace_s`` later, audited with counts.
-A housekeeping thread does that and ends idle tracks (their
-``TrackEndedEvent`` goes out with the next batch). Match keeps to its tracks:
-the retention sweep by age (``accountability.retention.Housekeeper``) runs
-apart, as ``vigil housekeep`` (the ``vigil-housekeep`` CronJob).
+in source time, eviction, a live camera quiet for ``match.track_idle_s`` of
+wall time, or the end of the run it belongs to) its crops, and frames no open
+track holds, are deleted ``retention.passerby_grace_s`` later, audited with
+counts. A housekeeping thread does that and ends quiet tracks (their
+``TrackEndedEvent`` goes out with the runtime's next tick or batch). Match
+keeps to its tracks: the retention sweep by age
+(``accountability.retention.Housekeeper``) runs apart, as ``vigil housekeep``
+(the ``vigil-housekeep`` CronJob).
 
 Restarts and rebalances: each (run, camera)'s tracks are written to match's
 changelog (``match.state``, ``vigil.match-state.v1``) after the batch's outputs
@@ -227,19 +228,29 @@ class MatchProcessor(StreamProcessor):
         if keys:
             self.forget.append((time.monotonic() + self.settings.retention.passerby_grace_s, keys))
 
-    def _end_idle_tracks(self, idle_s: float) -> None:
-        """End every track of a camera match has seen no face of for ``idle_s`` (wall time); their ends go out with the
-        next batch, and the camera's emptied state with that batch's checkpoint."""
+    def _end_quiet_tracks(self, idle_s: float) -> None:
+        """End the tracks no later face can join: a live camera's once match has seen no face of it for ``idle_s`` of
+        wall time; a run's once the run's deployment has ended (a run's faces can stall behind a fault for minutes, and
+        wall time says nothing then). Their ends go out with the next batch or tick, the emptied state with its checkpoint."""
         now = time.monotonic()
-        for key in [k for k, at in self.last_face_at.items() if now - at >= idle_s]:
-            self.last_face_at.pop(key)
-            state = self.cameras.get(key)
-            if state is None or not state.tracks:
+        over = {run_id for run_id, _ in (*self.cameras, *self.restored) if run_id is not None and self.deployments.run_over(run_id)}
+        for key in [k for k in self.restored if k[0] in over]:
+            self._take_up(key)
+        for key, state in list(self.cameras.items()):
+            run_id = key[0]
+            quiet = run_id in over if run_id is not None else now - self.last_face_at.get(key, now) >= idle_s
+            if not quiet or not state.tracks:
                 continue
+            self.last_face_at.pop(key, None)
             self.pending += [self._ended(key, Ended(track, "gap")) for track in state.tracks]
             self._forget_later([k for track in state.tracks for k in self.refs.release(track.track_id)])
             state.tracks = ()
             self.dirty.add(key)
+
+    def has_pending(self) -> bool:
+        """Outputs or state waiting for the next batch (ended tracks): the runtime's tick delivers them without one."""
+        with self.lock:
+            return bool(self.pending or self.dirty)
 
     def _delete_due(self, *, everything: bool = False) -> None:
         now = time.monotonic()
@@ -260,7 +271,7 @@ class MatchProcessor(StreamProcessor):
     def _housekeep(self) -> None:
         while not self._stopping.wait(HOUSEKEEPING_EVERY_S):
             with self.lock:
-                self._end_idle_tracks(self.settings.match.track_idle_s)
+                self._end_quiet_tracks(self.settings.match.track_idle_s)
                 self._delete_due()
 
     def stop(self) -> None:

@@ -129,6 +129,11 @@ class StreamProcessor(ABC):
         """
         return []
 
+    def has_pending(self) -> bool:
+        """Outputs or state waiting without a batch to go out with (match's ended tracks): the runtime's tick then
+        calls ``process([])`` and ``checkpoint()`` and delivers what they give, between batches."""
+        return False
+
     def stop(self) -> None:
         """Release resources."""
 
@@ -224,6 +229,7 @@ class StreamStage:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-worker")
         self._topics = {topic.name: self.app.topic(topic.name) for topic in (self.spec.source, *self.spec.writes)}
         self._stopping = threading.Event()
+        self._batch_lock = asyncio.Lock()  # a batch and a tick (StreamProcessor.has_pending) never interleave
         self._wire()
 
     def exit(self, code: ExitCode, line: str) -> None:
@@ -263,6 +269,11 @@ class StreamStage:
         @app.timer(interval=2.0)
         async def heartbeat():
             self.health.beat()
+
+        @app.timer(interval=1.0)
+        async def tick():
+            if await self._in_worker(processor.has_pending):
+                await self._guarded(None)
 
         @app.task
         async def ready():
@@ -304,9 +315,15 @@ class StreamStage:
                 return result
 
     # -- one batch ----------------------------------------------------------------------------
-    async def _guarded(self, raw_events: list) -> None:
+    async def _guarded(self, raw_events: list | None) -> None:
+        """One batch, or (``None``) a tick; never both at once, so a checkpoint never overtakes a batch's outputs."""
         try:
-            await self._handle_batch(raw_events)
+            async with self._batch_lock:
+                if raw_events is None:
+                    await self._deliver(await self._call("process()", self.processor.process, [], default=Kind.PERMANENT))
+                    await self._deliver(await self._call("checkpoint()", self.processor.checkpoint, default=Kind.PERMANENT))
+                else:
+                    await self._handle_batch(raw_events)
         except Exception as exc:  # noqa: BLE001 - nothing may leave the agent's body (faust would acknowledge)
             verdict = classify(exc, Kind.PERMANENT)
             code = verdict.exit_code if verdict.kind is not Kind.EVENT else ExitCode.INTERNAL

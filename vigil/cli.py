@@ -88,8 +88,10 @@ def cmd_stage(args) -> int:
     settings = _settings()
     spec = BY_NAME[args.name]
     if spec is INGEST:
+        from ingest.service import CAMERAS_FAILED_EXIT
+
         reports = spec.load()(settings).run()
-        return 0 if all(r.state == "ended" for r in reports.values()) else 3
+        return 0 if all(r.state == "ended" for r in reports.values()) else CAMERAS_FAILED_EXIT
     from runtime.stream import StreamStage
 
     StreamStage(spec.load()(settings), settings).run()

@@ -27,7 +27,7 @@ import time
 import urllib.request
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +36,7 @@ from accountability.actors import Actor
 from accountability.audit import AuditLog
 from accountability.deployments import DeploymentRequest, Deployments, run_window
 from accountability.watchlist import expire_entries
+from ingest.service import CAMERAS_FAILED_EXIT, camera_from_source
 from runtime import metrics
 from runtime.kafka import ConsumerLag, EventReader, ensure_topics
 from runtime.metrics import Scrape
@@ -166,8 +167,9 @@ class PipelineRun:
         self._last_scrape: dict[str, Scrape] = {}  # instance name -> its current process's last scrape
         self._finished: set[str] = set()  # instances that ended for good (ingest, done)
         self._lag_error = ""  # the last reason the consumer lag could not be read, said once
-        from ingest.service import camera_from_source
-
+        # Ends the run's authorised use once the pipeline has drained (run_deployment sets it): match then ends the
+        # run's open tracks, publishes their ends and forgets their passers-by before the stages stop.
+        self.end_use: Callable[[], None] | None = None
         self.cameras = [camera_from_source(s) for s in sources]
 
     def _spawn(self, stage: str, extra_env: dict[str, str] | None = None, *, instance: str | None = None) -> StageProcess:
@@ -218,6 +220,9 @@ class PipelineRun:
             groups = {s.consumer_group: s.source.name for s in PIPELINE_STREAM_STAGES}
             with EventReader(self.settings.kafka, ALERTS) as alerts, ConsumerLag(self.settings.kafka, groups) as lag:
                 self._follow(alerts, lag, summary, drain_timeout_s)
+            if self.end_use is not None:
+                self.end_use()
+                self._wait_tracks_ended()
             summary.camera_errors = {c: r["errors"] for c, r in self._ingest_result().items() if r["errors"]}
         finally:
             for stage in self.stages.values():
@@ -275,6 +280,21 @@ class PipelineRun:
                 drained_since = None
         raise TimeoutError(f"pipeline did not drain within {timeout_s:.0f}s")
 
+    def _wait_tracks_ended(self, timeout_s: float = 30.0) -> None:
+        """Until match's changelog holds no open track of this run (it ends them once the run's deployment has ended)."""
+        from match.state import read_changelog
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            open_tracks = sum(len(state.tracks) for (run_id, _), state in read_changelog(self.settings.kafka).items() if run_id == self.run_id)
+            if not open_tracks:
+                return
+            if time.monotonic() > deadline:
+                self._say(f"  {open_tracks} track(s) of the run still open after {timeout_s:.0f}s; stopping anyway")
+                return
+            self._supervise()
+            time.sleep(0.5)
+
     def _behind(self, lag: ConsumerLag) -> dict[str, int] | None:
         """Each pipeline stage's uncommitted input events (None while the broker does not answer). A stage commits only
         after delivering its outputs, so every stage at 0 in consecutive rounds (the runner waits 1.5 s) is drained."""
@@ -306,7 +326,7 @@ class PipelineRun:
                     extra = {k: v for k, v in stage.env.items() if os.environ.get(k) != v}
                     self._spawn(stage.stage, extra, instance=name)
                 continue
-            if stage.stage == INGEST.name and code == 0:
+            if stage.stage == INGEST.name and code in (0, CAMERAS_FAILED_EXIT):  # done (failed cameras are in its report)
                 self._finished.add(name)
                 continue
             self._in_a_row[name] += 1
@@ -397,18 +417,27 @@ class RunUse:
 def run_deployment(settings: VigilSettings, actor: Actor, run: PipelineRun, *, case: str, reason: str,
                    persons: list[str] | None, audit: AuditLog) -> Iterator[RunUse]:
     """A deployment bound to ``run`` for the block: its cameras, ``reason`` as its purpose, ``persons`` as its
-    watchlist (None: every entry in force). When the block ends, the deployment ends and the entries the block
-    put in ``entry_ids`` expire (audited)."""
+    watchlist (None: every entry in force). The deployment ends once the run has drained (match then ends the run's
+    tracks) or when the block ends, whichever comes first; then the entries the block put in ``entry_ids`` expire
+    (audited)."""
     with Deployments(settings, audit=audit) as deployments:
         now = utc_now()
         deployment = deployments.start(actor, DeploymentRequest(
             case=case, purpose=reason, cameras=[c.id for c in run.cameras], starts_at=now, ends_at=now + run_window(settings),
             persons=persons, run_ids=(run.run_id,)))
         use = RunUse(deployment)
+        ended = []
+
+        def end_use() -> None:
+            if not ended:
+                deployments.end(actor, deployment.deployment_id, f"run {run.run_id} ended")
+                ended.append(True)
+
+        run.end_use = end_use
         try:
             yield use
         finally:
-            deployments.end(actor, deployment.deployment_id, f"run {run.run_id} ended")
+            end_use()
             if use.entry_ids:
                 with Watchlist(settings.milvus) as watchlist:
                     ids = set(use.entry_ids)

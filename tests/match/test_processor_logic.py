@@ -88,6 +88,10 @@ class FakeTable:
 
     def __init__(self, outside=(), persons=None):
         self.outside, self.deployment = set(outside), deployment(persons)
+        self.runs_over: set[str] = set()
+
+    def run_over(self, run_id):
+        return run_id in self.runs_over
 
     def covering(self, camera_id, ts, run_id):
         return [] if camera_id in self.outside else [self.deployment]
@@ -221,7 +225,7 @@ def test_only_cameras_that_changed_are_checkpointed_and_an_ended_track_empties_i
     proc.process([embedding(2, ALICE)])
     (state,) = [e for _, e in proc.checkpoint()]
     assert state.camera_id == "cam-a" and len(state.tracks) == 1 and state.applied == ["frame0-f0", "frame2-f0"]
-    proc._end_idle_tracks(0.0)
+    proc._end_quiet_tracks(0.0)
     proc.process([])
     assert sorted((e.camera_id, len(e.tracks)) for _, e in proc.checkpoint()) == [("cam-a", 0), ("cam-b", 0)]
 
@@ -284,10 +288,23 @@ def test_a_camera_gone_quiet_ends_its_tracks_and_forgets_them():
     proc = processor()
     events = [embedding(i, ALICE) for i in range(3)]
     outputs = proc.process(events)
-    proc._end_idle_tracks(0.0)
+    proc._end_quiet_tracks(0.0)
     assert tracks(proc) == () and [spec for spec, _ in outputs] == [ALERTS]
     proc._delete_due(everything=True)
     assert sorted(proc.store.deleted) == sorted(k for e in events for k in (e.crop_key, e.snapshot_key))
     ended = proc.process([])  # the ends go out with the next batch
     assert [(spec, e.reason, e.faces, e.alerted_person_ids) for spec, e in ended] == [(TRACKS, "gap", 3, ["alice"])]
     assert proc.process([]) == []
+
+
+def test_a_runs_tracks_end_with_the_run_not_with_wall_time():
+    proc = processor()
+    proc.process([embedding(i, ALICE, run_id="run-1") for i in range(3)])
+    proc._end_quiet_tracks(0.0)  # however long the run's faces stall (a fault upstream), its tracks stay open
+    assert len(tracks(proc, ("run-1", "cam-a"))) == 1 and not proc.has_pending()
+    proc.deployments.runs_over.add("run-1")  # the run's deployment ended: no face of it will come
+    proc._end_quiet_tracks(0.0)
+    assert tracks(proc, ("run-1", "cam-a")) == () and proc.has_pending()
+    ended = proc.process([])
+    assert [(spec, e.run_id, e.faces, e.alerted_person_ids) for spec, e in ended] == [(TRACKS, "run-1", 3, ["alice"])]
+    assert [(e.run_id, e.tracks) for _, e in proc.checkpoint()] == [("run-1", [])] and not proc.has_pending()
