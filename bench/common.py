@@ -7,12 +7,14 @@ the numbers: a run under load says so.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import subprocess
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -120,3 +122,18 @@ def print_tables(header: list[str], rows: list[list[str]], markdown: bool = Fals
     if markdown:
         print()
         print(markdown_table(header, rows))
+
+
+@contextlib.contextmanager
+def environ(values: dict[str, str]) -> Iterator[None]:
+    """``values`` set in this process's environment for the block (stage processes inherit them), then restored."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -56,7 +56,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from bench.common import machine, markdown_table, text_table
+from bench.common import environ, machine, markdown_table, text_table
 
 FPS = 5
 FRAMES_PER_SCENE = 12  # 2.4 s at 5 fps: longer than match.track_gap_s, so a stranger's scene splits a person's two tracks
@@ -652,20 +652,6 @@ def all_cases() -> list[Case]:
 
 
 # --------------------------------------------------------------------------- the suite
-
-@contextlib.contextmanager
-def environ(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
 
 class Suite:
     def __init__(self, settings, home: Path, footage: Footage, *, out, log):

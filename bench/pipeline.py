@@ -69,7 +69,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import machine, markdown_table, percentile_ms, print_machine, text_table
+from bench.common import environ, machine, markdown_table, percentile_ms, print_machine, text_table
 
 SOURCE_FPS = 10
 SCENE_S = 2.0  # a new face every 2 s: each enrolled person's scene is a new track, hence a new alert
@@ -276,21 +276,13 @@ def run_pipeline(settings, footage: Path, home: Path, *, fps: float, realtime: b
     from vigil.run import PipelineRun, handled, produced, run_deployment
 
     overrides = {"VIGIL_INGEST__TARGET_FPS": str(fps), "VIGIL_INGEST__REALTIME": "true" if realtime else "false", **env}
-    saved = {k: os.environ.get(k) for k in overrides}
-    os.environ.update(overrides)
-    try:
+    with environ(overrides):
         run = PipelineRun(settings, [f"cam-1={footage}"], home=home, out=out, stage_env=stage_env)
         bench = Actor("bench", "cli", frozenset({"authoriser"}))
         with AuditLog(settings) as audit, run_deployment(settings, bench, run, case="bench", reason="pipeline benchmark",
                                                          persons=None, audit=audit):
             with CpuSampler(list(service_pgids)) as services:
                 summary = run.execute()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     t_start, published = first_frame_time(settings.kafka, run.run_id)
     final = {s.name: summary.metrics.get(s.name) or Scrape() for s in PIPELINE_STREAM_STAGES}
     match = final["match"]

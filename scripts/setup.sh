@@ -24,44 +24,35 @@ if [ ! -x .venv-opencv/bin/python ] || ! .venv-opencv/bin/python -c "import cv2"
   .venv-opencv/bin/python -m pip install -q opencv-python==4.6.0.66 numpy==1.26.4
 fi
 
-# The RTSP tests run GStreamer's RTSP server with the system python3 (tests/ingest/rtsp_server.py).
-# Installed when missing and possible (root with apt-get); otherwise those tests skip and say why.
-if ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')" >/dev/null 2>&1; then
+# System packages some tests need, installed when missing and possible (root with apt-get); otherwise the
+# function says what is missing and what it costs.
+apt_install() {  # apt_install WHAT CONSEQUENCE PACKAGE...
+  local what=$1 consequence=$2
+  shift 2
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing GStreamer's RTSP server for the RTSP tests (apt-get) ..."
+    echo "installing $what (apt-get) ..."
     { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null \
-      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-gi \
-           gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
-           gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad >/dev/null; } \
-      || echo "warning: could not install GStreamer's RTSP server; the RTSP tests will skip" >&2
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null; } \
+      || echo "warning: could not install $what; $consequence" >&2
   else
-    echo "note: GStreamer's RTSP server is missing and apt-get cannot run here; the RTSP tests will skip" >&2
+    echo "note: $what is missing and apt-get cannot run here; $consequence" >&2
   fi
+}
+
+# The RTSP tests run GStreamer's RTSP server with the system python3 (tests/ingest/rtsp_server.py).
+if ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')" >/dev/null 2>&1; then
+  apt_install "GStreamer's RTSP server" "the RTSP tests will skip" python3-gi gir1.2-gst-rtsp-server-1.0 \
+    gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad
 fi
 
 # The local stack's lockdown test lists listeners with `ss -ltnp` and looks into the servers' network
 # namespaces with nsenter and ip (tests/localstack/test_stack.py): iproute2 and util-linux.
 if ! command -v ss >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1 || ! command -v nsenter >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing iproute2 and util-linux for the local stack's lockdown test (apt-get) ..."
-    { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null \
-      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 util-linux >/dev/null; } \
-      || echo "warning: could not install iproute2/util-linux; the local stack's lockdown test will fail" >&2
-  else
-    echo "note: ss, ip or nsenter is missing and apt-get cannot run here; install iproute2 and util-linux" >&2
-  fi
+  apt_install "iproute2 and util-linux" "the local stack's lockdown test will fail" iproute2 util-linux
 fi
 
 # The console's browser test drives Debian's headless Chromium through its chromedriver (tests/console/test_browser.py).
-# Installed the same way; otherwise that test skips and says why.
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing Chromium and its driver for the console's browser test (apt-get) ..."
-    { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null \
-      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; } \
-      || echo "warning: could not install Chromium; the console's browser test will skip" >&2
-  else
-    echo "note: Chromium is missing and apt-get cannot run here; the console's browser test will skip" >&2
-  fi
+  apt_install "Chromium and its driver" "the console's browser test will skip" chromium chromium-driver
 fi
 .venv/bin/python -m synthetic.samples --out media/samples
