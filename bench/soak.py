@@ -29,7 +29,8 @@ its own. While ingest runs, every ``--interval`` seconds:
 
 The first ``--warmup`` minutes are left out of every slope (caches, the
 allocator's first pools, the first tracks). Slopes are least squares over the
-samples after it: memory in MB per minute, lag in events per minute,
+samples after it: memory in MB per minute (and over the last half of them: a
+leak keeps its slope, a cache that fills flattens), lag in events per minute,
 throughput as the slope of the per-minute rates (events/s per minute).
 
 The verdict is ``steady=yes`` when, after warm-up:
@@ -194,6 +195,7 @@ class ProcessMemory:
     warm_mb: float  # first sample after warm-up
     end_mb: float
     slope: float  # MB per minute after warm-up
+    late_slope: float  # ... over the last half of it: a leak keeps its slope, a cache that fills flattens
     pids: int  # distinct pids seen (more than 1: restarted)
 
 
@@ -246,8 +248,10 @@ class SoakResult:
         for label in labels:
             seen = [s for s in self.samples if label in s.rss_mb]
             warm = [s for s in seen if s.t_s >= self.warmup_s]
+            late = [s for s in warm if s.t_s >= (warm[0].t_s + warm[-1].t_s) / 2] if warm else []
             out.append(ProcessMemory(label, seen[0].rss_mb[label], warm[0].rss_mb[label] if warm else float("nan"),
                                      seen[-1].rss_mb[label], slope_per_min([s.t_s for s in warm], [s.rss_mb[label] for s in warm]),
+                                     slope_per_min([s.t_s for s in late], [s.rss_mb[label] for s in late]),
                                      len({s.pids[label] for s in seen})))
         return out
 
@@ -306,8 +310,8 @@ def _f(value: float | None, spec: str = ".2f") -> str:
 
 def report_tables(result: SoakResult, fmt=text_table) -> str:
     rows = [[m.label, _f(m.start_mb, ".0f"), _f(m.warm_mb, ".0f"), _f(m.end_mb, ".0f"), _f(m.slope, "+.2f"),
-             str(m.pids - 1)] for m in result.memory()]
-    parts = [fmt(["process", "RSS MB at start", "after warm-up", "at end", "slope MB/min", "restarts"], rows)]
+             _f(m.late_slope, "+.2f"), str(m.pids - 1)] for m in result.memory()]
+    parts = [fmt(["process", "RSS MB at start", "after warm-up", "at end", "slope MB/min", "last half", "restarts"], rows)]
     rows = [[r.stage, str(len(r.per_minute)), _f(min(r.per_minute, default=None)), _f(r.mean),
              _f(max(r.per_minute, default=None)), _f(r.slope, "+.3f"), _f(r.drift * 100, ".2f")] for r in result.rates()]
     parts.append(fmt(["events/s (ingest: frames published)", "minutes", "min", "mean", "max", "slope /min",

@@ -22,6 +22,7 @@ def test_slopes_rates_and_verdict_on_known_samples():
     memory = {m.label: m for m in result.memory()}
     assert memory["detect"].start_mb == 400 and memory["detect"].warm_mb == 500 and memory["detect"].slope == pytest.approx(0, abs=1e-9)
     assert memory["kafka/tansu"].slope == pytest.approx(3.0) and memory["kafka/tansu"].end_mb == pytest.approx(115)
+    assert memory["kafka/tansu"].late_slope == pytest.approx(3.0) and memory["detect"].late_slope == pytest.approx(0, abs=1e-9)
     rates = {r.stage: r for r in result.rates()}
     assert rates["ingest"].per_minute == pytest.approx([6.0] * 4) and rates["ingest"].mean == pytest.approx(6.0)
     assert rates["detect"].slope == pytest.approx(0, abs=1e-9)
