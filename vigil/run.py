@@ -421,9 +421,9 @@ def run_deployment(settings: VigilSettings, actor: Actor, run: PipelineRun, *, c
     tracks) or when the block ends, whichever comes first; then the entries the block put in ``entry_ids`` expire
     (audited)."""
     with Deployments(settings, audit=audit) as deployments:
-        now = utc_now()
+        starts = min(utc_now(), run.started_at)  # the run's recordings are stamped from run.started_at on
         deployment = deployments.start(actor, DeploymentRequest(
-            case=case, purpose=reason, cameras=[c.id for c in run.cameras], starts_at=now, ends_at=now + run_window(settings),
+            case=case, purpose=reason, cameras=[c.id for c in run.cameras], starts_at=starts, ends_at=starts + run_window(settings),
             persons=persons, run_ids=(run.run_id,)))
         use = RunUse(deployment)
         ended = []
