@@ -320,10 +320,16 @@ def _second_match(ctx: CaseRun) -> None:
         return
     instance = ctx.run.add_instance("match")
     ctx.note(f"second match instance {instance.name} started after {ctx.handled('match'):.0f} embeddings")
+    # Then the first instance goes (SIGKILL), so every partition, and the tracks open on them, moves to the second.
+    if ctx.wait(lambda: ctx.run.stages[instance.name].ready(), f"{instance.name} ready"):
+        os.kill(ctx.run.stages["match"].process.pid, signal.SIGKILL)
+        ctx.note(f"the first instance SIGKILLed once {instance.name} was ready, after {ctx.handled('match'):.0f} embeddings")
     handled = 0.0
     while not ctx.done.wait(0.5):
         handled = max(handled, ctx.handled(instance.name))
-    ctx.note(f"it handled {handled:.0f}")
+    ctx.note(f"{instance.name} handled {handled:.0f}")
+    if handled == 0:
+        ctx.fail(f"{instance.name} handled no embedding: no track moved to it")
 
 
 def pause(service: str, seconds: float, during: str = "ingest") -> Callable[[CaseRun], None]:
@@ -616,8 +622,8 @@ def all_cases() -> list[Case]:
         kill_mid_batch("match"),
         Case("kill-match-after-alert", "SIGKILL match after it sent an alert, before it committed: the redelivered faces give the "
              "same alert_id (a copy), never a new one", inject=_kill_match_after_alert, check=restarted("match")),
-        Case("second-match", "a second match instance joins mid-track (a rebalance): the same alert ids, whichever instance "
-             "carries each track on", inject=_second_match),
+        Case("second-match", "a second match instance joins mid-track (a rebalance), then the first is killed, so the open "
+             "tracks move to the second: the same alert ids, whichever instance carries each track on", inject=_second_match),
         term_mid_batch("detect"),
         term_mid_batch("embed"),
         term_mid_batch("match"),
@@ -746,6 +752,8 @@ class Suite:
                         ctx.summary = run.execute(ready_timeout_s=600, drain_timeout_s=CASE_TIMEOUT_S)
                     except (RuntimeError, TimeoutError) as exc:
                         ctx.error = exc
+            except Exception as exc:  # noqa: BLE001 - a case that breaks its run's set-up or tear-down did not hold
+                ctx.fail(f"the run's deployment could not be started or ended: {' '.join(str(exc).split())[:200]}")
             finally:
                 ctx.done.set()
                 if injector.is_alive():

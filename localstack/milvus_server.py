@@ -219,6 +219,11 @@ def _port(text: str) -> tuple[str, int]:
     return name, int(value)
 
 
+# Milvus restarted when it ends by itself, at most this many times within the window.
+MAX_RESTARTS = 3
+RESTART_WINDOW_S = 600.0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localstack.milvus_server", description=__doc__.split("\n")[0])
     parser.add_argument("--base-dir", type=Path, required=True, help="Config, data and Milvus's own logs.")
@@ -270,10 +275,23 @@ def main(argv: list[str] | None = None) -> int:
             netns.Relay(listener, ports["proxy"]).start()
         print(f"localstack.milvus_server: Milvus ready on {LOOPBACK}:{ports['proxy']} (pid {server.server_proc.pid})",
               flush=True)
-        while server.server_proc.poll() is None:
-            time.sleep(0.5)
-        rc = server.server_proc.returncode or 1
-        print(f"localstack.milvus_server: Milvus exited with code {server.server_proc.returncode}", flush=True)
+        restarts: list[float] = []
+        while True:
+            while server.server_proc.poll() is None:
+                time.sleep(0.5)
+            code = server.server_proc.returncode
+            # Milvus ends itself when its sessions lapse (a pause longer than their TTL): start it again, as a pod
+            # would be, unless it keeps failing.
+            restarts = [t for t in restarts if time.monotonic() - t < RESTART_WINDOW_S] + [time.monotonic()]
+            if len(restarts) > MAX_RESTARTS:
+                rc = code or 1
+                print(f"localstack.milvus_server: Milvus exited with code {code}, {MAX_RESTARTS} restarts in "
+                      f"{RESTART_WINDOW_S:.0f} s already: giving up", flush=True)
+                break
+            print(f"localstack.milvus_server: Milvus exited with code {code}; starting it again", flush=True)
+            server.stop()
+            server.start()
+            print(f"localstack.milvus_server: Milvus ready again (pid {server.server_proc.pid})", flush=True)
     except _Terminated:
         print("localstack.milvus_server: stopping Milvus", flush=True)
     except Exception as exc:  # noqa: BLE001 - report and stop whatever started
