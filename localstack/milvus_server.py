@@ -224,6 +224,19 @@ MAX_RESTARTS = 3
 RESTART_WINDOW_S = 600.0
 
 
+def _start_when_ports_free(server, timeout_s: float = 120.0) -> None:
+    """``server.start()``, again while its ports are still held by the last run's closing connections (TIME_WAIT)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            server.start()
+            return
+        except RuntimeError as exc:
+            if "bind failed" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(2.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localstack.milvus_server", description=__doc__.split("\n")[0])
     parser.add_argument("--base-dir", type=Path, required=True, help="Config, data and Milvus's own logs.")
@@ -290,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                 break
             print(f"localstack.milvus_server: Milvus exited with code {code}; starting it again", flush=True)
             server.stop()
-            server.start()
+            _start_when_ports_free(server)
             print(f"localstack.milvus_server: Milvus ready again (pid {server.server_proc.pid})", flush=True)
     except _Terminated:
         print("localstack.milvus_server: stopping Milvus", flush=True)

@@ -193,6 +193,12 @@ class PipelineRun:
         n = 1 + sum(1 for p in self.stages.values() if p.stage == stage)
         return self._spawn(stage, instance=f"{stage}-{n}")
 
+    def retire(self, name: str, sig: int = signal.SIGTERM) -> None:
+        """Stop instance ``name`` for good (a scale-down, or with SIGKILL a lost node): it is not restarted, and the
+        other members of its consumer group take its partitions over."""
+        self._finished.add(name)
+        self.stages[name].process.send_signal(sig)
+
     def _say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
