@@ -64,7 +64,7 @@ SIZE = (640, 360)
 GRACE_S = 35  # the stages' terminationGracePeriodSeconds (k8s/base)
 CAMERAS = ("cam-a", "cam-b")
 STREAM_LABELS = ("frames", "faces", "embeddings")
-QUICK = ("kill-match", "evidence-deleted", "poison", "kill-embed")
+QUICK = ("kill-embed", "kill-match", "evidence-deleted", "poison")  # in the suite's order
 CASE_TIMEOUT_S = 420
 
 

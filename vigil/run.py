@@ -176,13 +176,14 @@ class PipelineRun:
         name = instance or stage
         port = free_port()
         log_dir = self.home / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
+        log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         log_path = log_dir / f"{self.run_id}-{name}.log"
         env = {**os.environ, **self.stage_env.get(stage, {}), **(extra_env or {}),
                "VIGIL_STAGE__HEALTH_PORT": str(port), "VIGIL_STAGE__LOG_FORMAT": "json"}
         if stage in MODEL_STAGES and THREADS_ENV not in env and self.settings.models.torch_threads is None:
             env[THREADS_ENV] = str(model_stage_threads())
-        with open(log_path, "ab") as log_file:  # a restart appends: the log keeps why the last one ended
+        # Owner-only (stage logs name cameras, persons and runs); a restart appends: the log keeps why the last one ended.
+        with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log_file:
             process = subprocess.Popen([sys.executable, "-m", "vigil.cli", "stage", stage], env=env, stdout=log_file, stderr=subprocess.STDOUT)
         started = StageProcess(name, port, process, log_path, stage=stage, env=env)
         self.stages[name] = started

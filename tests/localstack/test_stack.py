@@ -149,9 +149,10 @@ def test_folders_are_private_and_secrets_owner_only(session_home):
     for folder in (session_home, session_home / "data", session_home / "logs", session_home / "data" / "s3",
                    session_home / "data" / "milvus"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    logs = sorted((session_home / "logs").glob("*.log"))  # the services', and those of runs other tests made here
+    assert {"kafka.log", "s3.log", "milvus.log"} <= {path.name for path in logs}
     files = [session_home / "stack.yaml", session_home / "stack.json", session_home / "data" / "credentials.json",
-             session_home / "data" / "s3.json", *sorted((session_home / "logs").glob("*.log"))]
-    assert len(files) == 7
+             session_home / "data" / "s3.json", *logs, *(session_home / "logs").glob("*.json")]
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
