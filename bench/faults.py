@@ -577,7 +577,7 @@ def committed(settings, group: str, topic: str) -> dict[int, int]:
 
     admin = KafkaAdminClient(**kafka_python_config(connection(settings.kafka)))
     try:
-        consumer_offsets = admin.list_consumer_group_offsets(group)
+        consumer_offsets = admin.list_group_offsets({group: None}).get(group, {})  # None: every committed offset
     finally:
         admin.close()
     return {tp.partition: meta.offset for tp, meta in consumer_offsets.items() if isinstance(tp, TopicPartition) and tp.topic == topic}
