@@ -41,9 +41,9 @@ from runtime import metrics
 from runtime.kafka import ConsumerLag, EventReader, ensure_topics
 from runtime.metrics import Scrape
 from runtime.settings import VigilSettings
-from schemas.events import AlertEvent, DeploymentEvent, utc_now
+from schemas.events import AlertEvent, DeploymentEvent, MatchStateEvent, utc_now
 from schemas.stages import ALL_STAGES, INGEST, PIPELINE_STREAM_STAGES, STREAM_STAGES, StageSpec, producer_of
-from schemas.topics import ALERTS
+from schemas.topics import ALERTS, MATCH_STATE
 from storage.objects import ObjectStore
 from storage.vectors import Watchlist
 
@@ -288,19 +288,25 @@ class PipelineRun:
         raise TimeoutError(f"pipeline did not drain within {timeout_s:.0f}s")
 
     def _wait_tracks_ended(self, timeout_s: float = 30.0) -> None:
-        """Until match's changelog holds no open track of this run (it ends them once the run's deployment has ended)."""
-        from match.state import read_changelog
+        """Until match's changelog holds no open track of this run (it ends them once the run's deployment has ended).
 
+        One reader follows the changelog: each round reads only what was written since the last."""
+        open_tracks: dict[str, int] = {}  # camera -> open tracks in its latest state record of this run
         deadline = time.monotonic() + timeout_s
-        while True:
-            open_tracks = sum(len(state.tracks) for (run_id, _), state in read_changelog(self.settings.kafka).items() if run_id == self.run_id)
-            if not open_tracks:
-                return
-            if time.monotonic() > deadline:
-                self._say(f"  {open_tracks} track(s) of the run still open after {timeout_s:.0f}s; stopping anyway")
-                return
-            self._supervise()
-            time.sleep(0.5)
+        with EventReader(self.settings.kafka, MATCH_STATE) as reader:
+            while True:
+                for read in reader.read_to_end():
+                    state = read.event
+                    if isinstance(state, MatchStateEvent) and state.run_id == self.run_id:
+                        open_tracks[state.camera_id] = len(state.tracks)
+                still_open = sum(open_tracks.values())
+                if not still_open:
+                    return
+                if time.monotonic() > deadline:
+                    self._say(f"  {still_open} track(s) of the run still open after {timeout_s:.0f}s; stopping anyway")
+                    return
+                self._supervise()
+                time.sleep(0.5)
 
     def _behind(self, lag: ConsumerLag) -> dict[str, int] | None:
         """Each pipeline stage's uncommitted input events (None while the broker does not answer). A stage commits only
