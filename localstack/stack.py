@@ -68,6 +68,7 @@ from typing import Any, ClassVar, Iterator
 import yaml
 from pydantic import BaseModel, SecretStr
 
+from runtime.files import write_private
 from runtime.settings import KafkaSettings, MilvusSettings, S3Settings
 
 log = logging.getLogger(__name__)
@@ -315,7 +316,7 @@ class S3(Service):
         s3 = self.settings(ctx)
         identity = {"name": "vigil", "credentials": [{"accessKey": s3.access_key, "secretKey": s3.secret_key.get_secret_value()}],
                     "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
-        _write_private(ctx.path("data", "s3.json"), json.dumps({"identities": [identity]}, indent=2))
+        write_private(ctx.path("data", "s3.json"), json.dumps({"identities": [identity]}, indent=2))
         _private_dir(ctx.path("data", "s3"))
 
     def command(self, ctx: Context) -> list[str]:
@@ -414,14 +415,6 @@ def _private_dir(path: Path) -> None:
     path.chmod(0o700)  # also when it was made earlier with other permissions
 
 
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-
-
 def _credentials(home: Path) -> dict[str, str]:
     """This home's secrets, made once and kept (the servers' data depends on them)."""
     path = home / CREDENTIALS_FILE
@@ -429,7 +422,7 @@ def _credentials(home: Path) -> dict[str, str]:
     missing = {"s3_secret_key": secrets.token_urlsafe(24), "milvus_password": secrets.token_urlsafe(18)}
     if not set(missing) <= set(creds):
         creds = {**missing, **creds}
-        _write_private(path, json.dumps(creds, indent=2))
+        write_private(path, json.dumps(creds, indent=2))
     return creds
 
 
@@ -504,7 +497,7 @@ def _write_config(home: Path, started: list[_Started]) -> Path:
     sections = {s.service.name: _plain(s.settings.model_dump(include=s.service.yaml_fields, exclude_none=True))
                 for s in started}
     path = home / CONFIG_FILE
-    _write_private(path, "# Written by `vigil up` (localstack.stack); removed by `vigil down`.\n"
+    write_private(path, "# Written by `vigil up` (localstack.stack); removed by `vigil down`.\n"
                    + yaml.safe_dump(sections, sort_keys=False))
     return path
 
@@ -555,7 +548,7 @@ def up(home: Path, timeout_s: float | None = None) -> dict[str, Any]:
 
 def _save_state(home: Path, records: dict[str, dict[str, Any]], **extra: Any) -> dict[str, Any]:
     state = {"home": str(home), "services": records, **extra}
-    _write_private(home / STATE_FILE, json.dumps(state, indent=2))
+    write_private(home / STATE_FILE, json.dumps(state, indent=2))
     return state
 
 
